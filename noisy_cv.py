@@ -1,0 +1,218 @@
+"""Noisy cross-validation: the paper's theory check (Chen et al. 2019, sections 1-2).
+
+Corrupt the training labels, split the noisy set into two random halves, train on one and
+predict the other. A network that fits noisy labels reproduces the noise on unseen data,
+so the held-out confusion matrix approaches the transition matrix T, and the held-out
+accuracy, label precision (LP) and label recall (LR) of the "prediction == label" rule
+approach closed forms of T. Each measured value is written beside its theory.
+
+Paper run (a GPU job: ResNet-110, 200 epochs on 25k CIFAR-10 images)::
+
+    python noisy_cv.py --noise_pattern sym --noisy_ratio 0.5
+
+The paper's figure (both patterns, e = 0.0 ... 1.0), small on a CPU with embedded data::
+
+    python noisy_cv.py --dataset digits --arch cnn --epochs 60 \
+        --noise_pattern sym asym --noisy_ratio 0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1.0
+
+CIFAR-10 at small scale::
+
+    python noisy_cv.py --dataset cifar10 --n_train 5000 --epochs 3 --arch resnet32
+
+Outputs: <results_dir>/<dataset>/<pattern>/<ratio>/seed<k>/ (config.json, labels.npz,
+predictions.npz, log.jsonl, summary.json, confusion.png) and, after the runs,
+<results_dir>/<dataset>/noisy_cv_<arch>.png (+ .json) with every point of this call.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+import keras
+
+import models
+import noise
+import utils
+
+# Authors' theory-run schedule: Adam 1e-3, x0.1 after epoch 80, 0.01 after 120,
+# 0.001 after 160, 0.0005 after 180 (of 200); scaled to --epochs.
+LR_BOUNDARIES = (80, 120, 160, 180)
+LR_FACTORS = (0.1, 0.01, 0.001, 0.0005)
+PAPER_EPOCHS = 200
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", type=str, default="cifar10",
+                   help="cifar10, cifar100, digits (bundled with scikit-learn) or a path to "
+                        "an .npz with x_train, y_train, x_test, y_test")
+    p.add_argument("--data_dir", type=str, default="data",
+                   help="folder holding cifar-10-batches-py / cifar-100-python")
+    p.add_argument("--no_download", action="store_true",
+                   help="never try Keras' CIFAR download when the files are not in --data_dir")
+    p.add_argument("--noise_pattern", type=str, nargs="+", default=["sym"],
+                   choices=noise.PATTERNS, help="noise pattern(s); each is run")
+    p.add_argument("--noisy_ratio", "--noise_ratio", dest="noisy_ratio", type=float,
+                   nargs="+", default=[0.5], help="noise ratio(s) e in [0, 1]; each is run")
+    p.add_argument("--arch", type=str, default="resnet110", choices=models.MODEL_NAMES,
+                   help="network (the authors' theory run used ResNet-110)")
+    p.add_argument("--epochs", type=int, default=PAPER_EPOCHS,
+                   help="training epochs (the lr schedule scales with it)")
+    p.add_argument("--batch_size", type=int, default=128, help="training batch size")
+    p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
+    p.add_argument("--augment", type=str, default="auto", choices=utils.AUGMENTATIONS,
+                   help="standard = shift 4/32 + horizontal flip (authors'); auto = standard, "
+                        "none for digits")
+    p.add_argument("--n_train", type=int, default=None,
+                   help="use a seeded stratified subset of this many training images")
+    p.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="seed(s) for noise, split, init and augmentation; each is run")
+    p.add_argument("--results_dir", type=str, default="results", help="where runs are written")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing run directories")
+    p.add_argument("--skip_existing", action="store_true",
+                   help="skip runs whose summary.json exists (continue a grid)")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                   help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
+    args = p.parse_args(argv)
+    for e in args.noisy_ratio:
+        if not 0.0 <= e <= 1.0:
+            p.error(f"--noisy_ratio must be in [0, 1], got {e}")
+    for flag in ("epochs", "batch_size"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
+    if args.n_train is not None and args.n_train < 4:
+        p.error(f"--n_train must be at least 4, got {args.n_train}")
+    return args
+
+
+def run_dir(args, dataset, pattern, ratio, seed):
+    return os.path.join(args.results_dir, dataset, pattern, f"{ratio:g}", f"seed{seed}")
+
+
+def summarize(*, y_true, y_noisy, idx_held, probs, test_probs, y_test, pattern, ratio,
+              num_classes):
+    """Held-out measurements next to their closed-form predictions (PAPER.md sec. 2)."""
+    yt, yn = y_true[idx_held], y_noisy[idx_held]
+    pred = probs.argmax(1)
+    selected = pred == yn
+    sel = utils.selection_metrics(yt, yn, selected)
+    T = noise.transition_matrix(pattern, ratio, num_classes)
+    prior = np.bincount(yt, minlength=num_classes)
+    noisy_acc = float(selected.mean())
+    return {
+        "noisy_accuracy": noisy_acc,
+        "label_precision": sel["label_precision"],
+        "label_recall": sel["label_recall"],
+        "selected": sel["selected"],
+        "held_out_true_accuracy": float((pred == yt).mean()),
+        "test_accuracy": float((test_probs.argmax(1) == y_test).mean()),
+        "actual_noise_ratio": noise.actual_noise_ratio(y_true, y_noisy),
+        "held_out_noise_ratio": noise.actual_noise_ratio(yt, yn),
+        "estimated_noise_ratio": noise.estimate_noise_ratio(noisy_acc, num_classes),
+        "confusion_matrix": utils.normalized_confusion(yt, pred, num_classes),
+        "transition_matrix": T,
+        "empirical_transition_matrix": utils.normalized_confusion(yt, yn, num_classes),
+        "theory": {"accuracy": noise.expected_accuracy(T, prior),
+                   "label_precision": noise.expected_label_precision(T, prior),
+                   "label_recall": noise.expected_label_recall(T, prior)},
+        "n_train": int(len(y_true)), "n_held_out": int(len(idx_held)),
+    }
+
+
+def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, printer):
+    """One noisy cross-validation run into ``out``; returns its summary."""
+    y_noisy = noise.add_noise(data.y_train, pattern, ratio, num_classes=data.num_classes,
+                              seed=utils.rng_for(seed, "noise"))
+    idx_fit, idx_held = utils.split_halves(len(y_noisy), rng=utils.rng_for(seed, "split"))
+    utils.save_npz(os.path.join(out, "labels.npz"), y_true=data.y_train, y_noisy=y_noisy,
+                   idx_fit=idx_fit, idx_held=idx_held)
+    t0 = time.time()
+    schedule = utils.PiecewiseLR(args.lr, LR_BOUNDARIES, LR_FACTORS,
+                                 paper_epochs=PAPER_EPOCHS, epochs=args.epochs)
+    probs, info = utils.train_and_predict(
+        model, initial_weights, data.x_train[idx_fit], y_noisy[idx_fit],
+        data.x_train[idx_held], y_noisy[idx_held], epochs=args.epochs,
+        batch_size=args.batch_size, schedule=schedule,
+        augment=utils.resolve_augmentation(args.augment, data.name), seed=seed,
+        y_held_true=data.y_train[idx_held], log_path=os.path.join(out, "log.jsonl"),
+        verbose=args.verbose, printer=printer)
+    test_probs = model.predict(data.x_test, batch_size=1024, verbose=0)
+    utils.save_npz(os.path.join(out, "predictions.npz"), idx_held=idx_held,
+                   held_out_probs=probs, test_probs=test_probs)
+    summary = summarize(y_true=data.y_train, y_noisy=y_noisy, idx_held=idx_held, probs=probs,
+                        test_probs=test_probs, y_test=data.y_test, pattern=pattern,
+                        ratio=ratio, num_classes=data.num_classes)
+    summary.update(dataset=data.name, arch=args.arch, pattern=pattern, ratio=ratio, seed=seed,
+                   epochs=args.epochs, seconds=round(time.time() - t0, 1))
+    utils.plot_confusion_vs_transition(
+        np.asarray(summary["confusion_matrix"]), summary["transition_matrix"],
+        os.path.join(out, "confusion.png"),
+        title=f"{data.name} {args.arch}, {pattern} e={ratio:g}, seed {seed}: held-out "
+              f"acc {summary['noisy_accuracy']:.3f} (theory {summary['theory']['accuracy']:.3f})")
+    utils.write_json(os.path.join(out, "summary.json"), summary)  # last: marks the run done
+    return summary
+
+
+def main(args):
+    printer = print
+    data = utils.load_dataset(args.dataset, data_dir=args.data_dir,
+                              download=not args.no_download)
+    subset = utils.stratified_subset(data.y_train, args.n_train, seed=args.seed[0])
+    data.x_train, data.y_train = data.x_train[subset], data.y_train[subset]
+    if args.n_train is not None and len(args.seed) > 1:
+        printer("note: the --n_train subset is drawn with the first seed for every seed")
+
+    runs = [(seed, pattern, ratio, run_dir(args, data.name, pattern, ratio, seed))
+            for seed in args.seed for pattern in args.noise_pattern
+            for ratio in args.noisy_ratio]
+    todo, points = [], []
+    for seed, pattern, ratio, out in runs:  # check every directory before any training
+        done = os.path.isfile(os.path.join(out, "summary.json"))
+        if done and args.skip_existing:
+            printer(f"skip (finished earlier): {out}")
+            points.append(utils.read_json(os.path.join(out, "summary.json")))
+            continue
+        if os.path.isdir(out) and os.listdir(out) and not args.overwrite:
+            utils.prepare_run_dir(out)  # raises the explanatory FileExistsError
+        todo.append((seed, pattern, ratio, out))
+
+    model = initial = current_seed = None
+    for k, (seed, pattern, ratio, out) in enumerate(todo, 1):
+        if seed != current_seed:
+            keras.utils.set_random_seed(seed)  # same init for every ratio of a seed
+            model = utils.compile_classifier(
+                models.build_model(args.arch, data.input_shape, data.num_classes), lr=args.lr)
+            initial, current_seed = model.get_weights(), seed
+        utils.prepare_run_dir(out, overwrite=args.overwrite)
+        utils.write_json(os.path.join(out, "config.json"), utils.run_config(
+            args, run={"pattern": pattern, "ratio": ratio, "seed": seed},
+            n_train=int(len(data.y_train)), num_classes=data.num_classes))
+        printer(f"[{k}/{len(todo)}] {data.name} {args.arch} {pattern} e={ratio:g} "
+                f"seed {seed} -> {out}")
+        s = run_one(args, data, model, initial, pattern, ratio, seed, out, printer)
+        printer(f"  held-out noisy acc {s['noisy_accuracy']:.4f} (theory "
+                f"{s['theory']['accuracy']:.4f}), LP {s['label_precision']:.4f} "
+                f"({s['theory']['label_precision']:.4f}), LR {s['label_recall']:.4f} "
+                f"({s['theory']['label_recall']:.4f}), clean test acc "
+                f"{s['test_accuracy']:.4f}")
+        points.append(s)
+
+    if points:
+        base = os.path.join(args.results_dir, data.name, f"noisy_cv_{args.arch}")
+        keys = ("pattern", "ratio", "seed", "noisy_accuracy", "label_precision",
+                "label_recall", "test_accuracy", "theory")
+        utils.write_json(base + ".json", [{k: p.get(k) for k in keys} for p in points])
+        utils.plot_theory_sweep(points, base + ".png", num_classes=data.num_classes,
+                                title=f"{data.name}, {args.arch}, {args.epochs} epochs")
+        printer(f"figure: {base}.png")
+    return points
+
+
+if __name__ == "__main__":
+    sys.exit(utils.cli(main, parse_args()))
