@@ -11,15 +11,18 @@ Keras model with a softmax output; :data:`MODEL_NAMES` lists what it knows.
   (depth 9n+2), which the authors used for the theory check (section 2).
 * ``cnn``: a small, fast network of our own for tiny inputs (8x8 sklearn digits)
   and quick CPU runs; it is not from the paper.
+* ``CoTeaching``: a ``keras.Model`` holding two networks, trained with the modified
+  Co-teaching exchange in one fused, compiled training step (section 4).
 
-Only ``keras`` is used (no direct TensorFlow calls) so any Keras 3 backend runs
-this module. No augmentation or rescaling layers are included: callers feed
-float32 images already scaled to [0, 1].
+The networks use only ``keras`` so any Keras 3 backend builds them; ``CoTeaching``'s
+training step is written for the TensorFlow backend (``tf.GradientTape``). No
+augmentation or rescaling layers are included: callers feed float32 images in [0, 1].
 """
 
 import numbers
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 MODEL_NAMES = ("cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
@@ -227,3 +230,271 @@ def _cnn_features(inputs):
             # 'same' padding keeps this valid for odd or very small inputs.
             x = layers.MaxPooling2D(2, padding="same", name="pool")(x)
     return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+
+
+# ----------------------------------------------------------------------------- Co-teaching
+# Modified Co-teaching (Chen et al., ICML 2019, section 4 of PAPER.md) as one Keras model.
+#
+# :class:`CoTeaching` wraps two networks with softmax outputs and trains both in a single
+# compiled training step (TensorFlow backend: ``tf.GradientTape`` inside the ``tf.function``
+# that ``fit`` builds; no Python-side ``predict()`` and no numpy in the step).
+#
+# Algorithm, per mini-batch ``(x, y)`` of ``b`` samples whose first part comes from the selected
+# set S (``from_s == 1``) and, after warm-up, whose other part comes from the candidate set C
+# (``from_s == 0``):
+#
+# 1. ``b_S = sum(from_s)`` and ``keep = round(b_S * (1 - forget_rate))`` with banker's rounding
+#    (as Python's ``round``), clipped to ``[1, b]``. ``forget_rate`` is a model variable that the
+#    training script assigns every epoch (``e_S * min(1, epoch / Tk)``), so the step is traced once.
+# 2. One training-mode forward pass of each network over the *whole* batch gives per-sample
+#    cross-entropies ``ce1``, ``ce2`` w.r.t. the noisy labels.
+# 3. Each network picks its ``keep`` smallest-loss samples of the whole batch (S and C together,
+#    as the authors do after warm-up): ``top_k(-ce, keep)``.
+# 4. The exchange: network 1 is updated on the mean ``ce1`` over the samples *network 2* picked,
+#    network 2 on the mean ``ce2`` over the samples *network 1* picked (plus each network's own
+#    regularisation losses). The picks are integer indices, hence constants for the gradient.
+#    Each network has its own optimizer.
+#
+# Cross-entropy: ``keras.losses.sparse_categorical_crossentropy`` on the probabilities, i.e. the
+# same loss as ``compile(loss="sparse_categorical_crossentropy")``: when the output comes from a
+# softmax op Keras uses its logits directly (exact, no clipping); otherwise it clips the
+# probabilities to ``[1e-7, 1 - 1e-7]``. The authors' ``log(p + 1e-8)`` is not used.
+#
+# Deviation from the authors' code: they called ``predict()`` (inference mode) on the batch to
+# pick samples, then ``train_on_batch`` on the picked subset only, so BatchNorm used moving
+# statistics for the selection and batch statistics of the picked subset for the update. Here the
+# selection uses the training-mode outputs of the same forward pass over the whole batch and
+# only the picked samples are back-propagated (as the official Co-teaching code of Han et al.
+# does); BatchNorm batch statistics, and the moving averages, therefore come from the whole batch.
+#
+# The ``clean`` input flag (whether the noisy label is correct) is used only for the
+# ``kept_clean1`` / ``kept_clean2`` tracking metrics; it never reaches a loss or a selection.
+
+class CoTeaching(keras.Model):
+    """Two networks trained with the Co-teaching exchange in one fused training step.
+
+    Parameters
+    ----------
+    net1, net2 : keras.Model
+        Two distinct, built networks mapping ``(b, h, w, ch)`` float32 images to class
+        probabilities ``(b, num_classes)`` (softmax output), e.g. from ``models.build_model``.
+        They must not share variables.
+    **kwargs
+        Passed to ``keras.Model`` (e.g. ``name``).
+
+    Attributes
+    ----------
+    net1, net2 : keras.Model
+        The wrapped networks (``call``/``predict`` use ``net1``).
+    forget_rate : keras.Variable
+        Non-trainable scalar, float64 (so that ``keep`` matches Python's
+        ``round(b_S * (1 - r))`` even at exact ties, which a float32 ``r`` would miss, e.g.
+        ``15 * (1 - 0.1)``), initial 0. Assign it each epoch: ``model.forget_rate.assign(r)``.
+    optimizer1, optimizer2 : keras.optimizers.Optimizer
+        Set by :meth:`compile`, already built on ``net1`` / ``net2`` trainable variables.
+
+    Notes
+    -----
+    Training inputs (``fit``/``train_on_batch``): ``x`` is a dict
+    ``{"image": (b, h, w, ch) float32, "from_s": (b,) float32 in {0, 1},
+    "clean": (b,) float32 in {0, 1}}`` and ``y`` is ``(b,)`` (or ``(b, 1)``) integer noisy labels.
+    ``from_s`` may be omitted (all samples then count as S); ``clean`` may be omitted (the
+    ``kept_clean*`` metrics then stay at 0). A plain image tensor is accepted as ``x`` too (all S,
+    no clean flags). Evaluation inputs: ``x`` is an image tensor or the same dict.
+
+    Training metrics (reset every epoch): ``loss1``, ``loss2`` (exchange losses without
+    regularisation, averaged over all picked samples of the epoch), ``acc1``, ``acc2`` (accuracy
+    w.r.t. the noisy labels over the S samples of the epoch), ``keep`` (mean keep count per step),
+    ``kept_clean1``, ``kept_clean2`` (fraction of clean samples among those net 1 / net 2 picked).
+    Test metrics: ``accuracy1``, ``accuracy2`` (logged as ``val_accuracy1`` / ``val_accuracy2``
+    by ``fit(validation_data=...)``).
+    """
+
+    def __init__(self, net1, net2, **kwargs):
+        super().__init__(**kwargs)
+        if net1 is net2:
+            raise ValueError("net1 and net2 must be two different networks")
+        shared = {id(v) for v in net1.weights} & {id(v) for v in net2.weights}
+        if shared:
+            raise ValueError("net1 and net2 must not share variables")
+        self.net1 = net1
+        self.net2 = net2
+        # A variable, not a Python float: assigning it does not retrace the step.
+        self.forget_rate = self.add_weight(
+            shape=(), initializer="zeros", dtype="float64", trainable=False, name="forget_rate"
+        )
+        self.optimizer1 = None
+        self.optimizer2 = None
+
+        mean = keras.metrics.Mean
+        self.loss1_tracker = mean(name="loss1")
+        self.loss2_tracker = mean(name="loss2")
+        self.acc1_tracker = mean(name="acc1")
+        self.acc2_tracker = mean(name="acc2")
+        self.keep_tracker = mean(name="keep")
+        self.kept_clean1_tracker = mean(name="kept_clean1")
+        self.kept_clean2_tracker = mean(name="kept_clean2")
+        self.test_acc1_tracker = mean(name="accuracy1")
+        self.test_acc2_tracker = mean(name="accuracy2")
+        self._train_trackers = [
+            self.loss1_tracker,
+            self.loss2_tracker,
+            self.acc1_tracker,
+            self.acc2_tracker,
+            self.keep_tracker,
+            self.kept_clean1_tracker,
+            self.kept_clean2_tracker,
+        ]
+        self._test_trackers = [self.test_acc1_tracker, self.test_acc2_tracker]
+        # The nets are built (functional); nothing of this wrapper needs a build step.
+        self.built = True
+
+    @property
+    def metrics(self):
+        """All trackers, so that Keras resets them at the start of each epoch / evaluate."""
+        return self._train_trackers + self._test_trackers
+
+    def compile(self, optimizer1, optimizer2, **kwargs):
+        """Configure training with one optimizer per network.
+
+        Parameters
+        ----------
+        optimizer1, optimizer2 : keras.optimizers.Optimizer or str
+            Optimizers of ``net1`` and ``net2`` (must be two different instances). Both are
+            built here so their ``.variables`` exist before training (checkpoint restore).
+        **kwargs
+            Passed to ``keras.Model.compile`` (e.g. ``run_eagerly``, ``steps_per_execution``).
+            ``jit_compile`` defaults to False: the keep count is data-dependent, which XLA's
+            ``top_k`` cannot handle. ``optimizer``, ``loss`` and ``metrics`` are not used.
+
+        Notes
+        -----
+        ``self.optimizer`` stays None (no third, unused optimizer is created), so callbacks that
+        act on ``model.optimizer`` (``LearningRateScheduler``, ``ReduceLROnPlateau``) do not
+        apply; change ``optimizer1/2.learning_rate`` directly or re-compile.
+        """
+        kwargs.setdefault("jit_compile", False)
+        super().compile(optimizer=None, **kwargs)
+        optimizer1 = keras.optimizers.get(optimizer1)
+        optimizer2 = keras.optimizers.get(optimizer2)
+        if optimizer1 is optimizer2:
+            raise ValueError("optimizer1 and optimizer2 must be two different instances")
+        optimizer1.build(self.net1.trainable_variables)
+        optimizer2.build(self.net2.trainable_variables)
+        self.optimizer1 = optimizer1
+        self.optimizer2 = optimizer2
+
+    @staticmethod
+    def _image(x):
+        return x["image"] if isinstance(x, dict) else x
+
+    def call(self, x, training=False):
+        """Net 1's class probabilities ``(b, num_classes)`` for an image batch or input dict."""
+        return self.net1(self._image(x), training=training)
+
+    def train_step(self, data):
+        """One Co-teaching step on a batch; see the module docstring.
+
+        Parameters
+        ----------
+        data : tuple
+            ``(x, y)``: ``x`` the input dict (see class Notes), ``y`` ``(b,)`` int noisy labels.
+            A sample-weight element, if any, is ignored.
+
+        Returns
+        -------
+        dict
+            Current values of the training metrics (running means over the epoch).
+        """
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        image = self._image(x)
+        y = tf.reshape(tf.cast(y, tf.int32), [-1])
+        b = tf.shape(y)[0]
+        if isinstance(x, dict) and "from_s" in x:
+            from_s = tf.reshape(tf.cast(x["from_s"], tf.float32), [-1])
+        else:
+            from_s = tf.ones([b], tf.float32)
+        clean = None
+        if isinstance(x, dict) and "clean" in x:
+            clean = tf.reshape(tf.cast(x["clean"], tf.float32), [-1])
+
+        # keep = round(b_S * (1 - r)) from the S part only; float64 and tf.round (half to even)
+        # reproduce Python's round() on the same numbers.
+        b_s = tf.reduce_sum(tf.cast(from_s, tf.float64))
+        keep = tf.cast(tf.round(b_s * (1.0 - tf.cast(self.forget_rate, tf.float64))), tf.int32)
+        keep = tf.clip_by_value(keep, 1, b)
+
+        vars1 = self.net1.trainable_variables
+        vars2 = self.net2.trainable_variables
+        with tf.GradientTape() as tape:
+            # One training-mode pass per network over the whole batch (S and C parts).
+            p1 = self.net1(image, training=True)
+            p2 = self.net2(image, training=True)
+            ce1 = keras.losses.sparse_categorical_crossentropy(y, p1)
+            ce2 = keras.losses.sparse_categorical_crossentropy(y, p2)
+            # Small-loss picks over the whole batch. Integer indices of stopped losses: the
+            # selection is a constant for the gradient.
+            _, pick1 = tf.math.top_k(-tf.stop_gradient(ce1), k=keep)
+            _, pick2 = tf.math.top_k(-tf.stop_gradient(ce2), k=keep)
+            pick1 = tf.stop_gradient(pick1)
+            pick2 = tf.stop_gradient(pick2)
+            # The exchange: each network learns from the samples its peer picked.
+            loss1 = tf.reduce_mean(tf.gather(ce1, pick2))
+            loss2 = tf.reduce_mean(tf.gather(ce2, pick1))
+            total1 = loss1 + self._reg_loss(self.net1)
+            total2 = loss2 + self._reg_loss(self.net2)
+            # total1 depends only on net1's variables and total2 only on net2's, so the gradient
+            # of their sum w.r.t. each net is that net's own gradient: one backward pass.
+            total = total1 + total2
+        grads = tape.gradient(total, vars1 + vars2)
+        self.optimizer1.apply_gradients(zip(grads[: len(vars1)], vars1))
+        self.optimizer2.apply_gradients(zip(grads[len(vars1):], vars2))
+
+        n_pick = tf.cast(keep, tf.float32)
+        self.loss1_tracker.update_state(loss1, sample_weight=n_pick)
+        self.loss2_tracker.update_state(loss2, sample_weight=n_pick)
+        # Training accuracy w.r.t. the noisy labels on the S part (weights 0 drop C samples).
+        self.acc1_tracker.update_state(self._correct(y, p1), sample_weight=from_s)
+        self.acc2_tracker.update_state(self._correct(y, p2), sample_weight=from_s)
+        self.keep_tracker.update_state(tf.cast(keep, tf.float32))
+        if clean is not None:
+            # Tracking only: per-sample means over all picks of the epoch.
+            self.kept_clean1_tracker.update_state(tf.gather(clean, pick1))
+            self.kept_clean2_tracker.update_state(tf.gather(clean, pick2))
+        return {m.name: m.result() for m in self._train_trackers}
+
+    def test_step(self, data):
+        """Accuracy of both networks (inference mode) on a batch.
+
+        Parameters
+        ----------
+        data : tuple
+            ``(x, y)`` or ``(x, y, sample_weight)``; ``x`` an image tensor ``(b, h, w, ch)`` or
+            the input dict, ``y`` ``(b,)`` int labels.
+
+        Returns
+        -------
+        dict
+            ``{"accuracy1": ..., "accuracy2": ...}`` (running means over the evaluation).
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        image = self._image(x)
+        y = tf.reshape(tf.cast(y, tf.int32), [-1])
+        p1 = self.net1(image, training=False)
+        p2 = self.net2(image, training=False)
+        self.test_acc1_tracker.update_state(self._correct(y, p1), sample_weight=sample_weight)
+        self.test_acc2_tracker.update_state(self._correct(y, p2), sample_weight=sample_weight)
+        return {m.name: m.result() for m in self._test_trackers}
+
+    @staticmethod
+    def _correct(y, probs):
+        """(b,) float32, 1 where argmax(probs) == y."""
+        return tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), y), tf.float32)
+
+    @staticmethod
+    def _reg_loss(net):
+        """Sum of the network's regularisation losses (0 if it has none)."""
+        losses = net.losses
+        if not losses:
+            return tf.constant(0.0, tf.float32)
+        return tf.add_n([tf.cast(v, tf.float32) for v in losses])

@@ -1,0 +1,111 @@
+"""incv_train.py end to end on digits: every method, outputs consistent, reuse and resume."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+import incv_train
+import utils
+
+BASE = ["--dataset", "digits", "--arch", "cnn", "--n_train", "300", "--incv_epochs", "2",
+        "--incv_iterations", "2", "--epochs", "3", "--noise_pattern", "sym",
+        "--noise_ratio", "0.5", "--verbose", "0"]
+
+
+def _rows(path):
+    return [json.loads(line) for line in open(path)]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    results = str(tmp_path_factory.mktemp("results"))
+    args = incv_train.parse_args(BASE + ["--method", "incv", "coteaching", "standard",
+                                         "--results_dir", results])
+    summaries = incv_train.main(args)
+    return results, {s["method"]: s for s in summaries}
+
+
+def test_every_method_writes_comparable_results(finished):
+    results, summaries = finished
+    setting = os.path.join(results, "digits", "sym", "0.5")
+    for method in incv_train.METHODS:
+        out = os.path.join(setting, method, "seed0")
+        s = json.load(open(os.path.join(out, "summary.json")))
+        log = _rows(os.path.join(out, "log.jsonl"))
+        assert [r["epoch"] for r in log] == [1, 2, 3]
+        assert s["test_accuracy"]["model1"] == pytest.approx(log[-1]["test_accuracy_model1"])
+        two = method != "standard"
+        assert (s["test_accuracy"]["model2"] is not None) == two
+        assert all(("test_accuracy_model2" in r) == two for r in log)
+        assert s["test_accuracy"]["best"] >= s["test_accuracy"]["model1"]
+        assert os.path.isfile(os.path.join(out, "test_accuracy.png"))
+        assert json.load(open(os.path.join(out, "config.json")))["run"]["method"] == method
+    lr = [r["lr"] for r in _rows(os.path.join(setting, "incv", "seed0", "log.jsonl"))]
+    # drops after 79, 119, 159, 179 of 200 epochs, scaled to 3: 1.185, 1.785, ...
+    assert lr == pytest.approx([1e-3, 1e-3, 1e-5])
+    assert 0 < summaries["coteaching"]["forget_rate"] < 1
+
+
+def test_incv_outputs_agree_with_the_csv(finished):
+    results, summaries = finished
+    out = os.path.join(results, "digits", "sym", "0.5", "incv", "seed0")
+    s = summaries["incv"]
+    assert [r["iteration"] for r in s["incv"]] == [1, 2]
+    with open(os.path.join(out, "digits_sym0.5_INCV_results.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 300 and list(rows[0]) == ["y", "y_noisy", "select", "candidate",
+                                                  "eval_ratio"]
+    y = np.array([int(r["y"]) for r in rows])
+    yn = np.array([int(r["y_noisy"]) for r in rows])
+    sel = np.array([r["select"] == "True" for r in rows])
+    cand = np.array([r["candidate"] == "True" for r in rows])
+    assert not (sel & cand).any()
+    clean = y == yn
+    assert s["incv"][-1]["selected"] == sel.sum() == s["selection"]["selected"]
+    assert s["incv"][-1]["candidates"] == cand.sum()
+    assert s["incv"][-1]["label_precision"] == pytest.approx((sel & clean).sum() / sel.sum())
+    assert s["incv"][-1]["label_recall"] == pytest.approx((sel & clean).sum() / clean.sum())
+    assert float(rows[0]["eval_ratio"]) == pytest.approx(s["estimated_noise_ratio"])
+    labels = np.load(os.path.join(out, "labels.npz"))
+    assert np.array_equal(labels["y_noisy"], yn) and np.array_equal(labels["y_true"], y)
+    assert len(_rows(os.path.join(out, "incv_log.jsonl"))) == 2 * 2 * 2  # 2 it x 2 halves
+    assert os.path.isfile(os.path.join(out, "incv.png"))
+
+
+def test_saved_selection_is_reused_without_incv(finished, tmp_path):
+    results, summaries = finished
+    csv_path = os.path.join(results, "digits", "sym", "0.5", "incv", "seed0",
+                            "digits_sym0.5_INCV_results.csv")
+    args = incv_train.parse_args(BASE + ["--incv_results", csv_path, "--epochs", "1",
+                                         "--results_dir", str(tmp_path)])
+    (s,) = incv_train.main(args)
+    out = os.path.join(tmp_path, "digits", "sym", "0.5", "incv", "seed0")
+    assert not os.path.exists(os.path.join(out, "incv_log.jsonl"))
+    assert s["selection"] == summaries["incv"]["selection"]
+
+
+def test_killed_run_resumes(tmp_path, monkeypatch):
+    argv = BASE + ["--results_dir", str(tmp_path)]
+    real = utils.EpochCheckpoint.on_epoch_end
+
+    def die_after_two(self, epoch, logs=None):
+        real(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt  # the run is killed after saving epoch 2
+
+    monkeypatch.setattr(utils.EpochCheckpoint, "on_epoch_end", die_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        incv_train.main(incv_train.parse_args(argv))
+    monkeypatch.setattr(utils.EpochCheckpoint, "on_epoch_end", real)
+    out = os.path.join(tmp_path, "digits", "sym", "0.5", "incv", "seed0")
+    assert not os.path.exists(os.path.join(out, "summary.json"))
+    with pytest.raises(FileExistsError):
+        incv_train.main(incv_train.parse_args(argv))
+    incv_lines = len(_rows(os.path.join(out, "incv_log.jsonl")))
+    (s,) = incv_train.main(incv_train.parse_args(argv + ["--resume"]))
+    assert len(_rows(os.path.join(out, "incv_log.jsonl"))) == incv_lines  # INCV not redone
+    assert [r["epoch"] for r in _rows(os.path.join(out, "log.jsonl"))] == [1, 2, 3]
+    assert os.path.isfile(os.path.join(out, "summary.json")) and len(s["incv"]) == 2
