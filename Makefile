@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo clean
 
 setup: $(STAMP)
 
@@ -16,8 +16,16 @@ $(STAMP): requirements.txt
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# A few minutes on 2 CPU cores, on scikit-learn's bundled digits; each call writes a new
+# results/demo-<time>/ so an earlier demo is never overwritten.
+DEMO_DIR := results/demo-$(shell date +%Y%m%d-%H%M%S)
 demo: $(STAMP)
-	$(PY) noisy_cv.py --dataset digits --arch cnn --epochs 30 --noise_pattern sym --noisy_ratio 0.0 0.2 0.5 0.8 --results_dir results/demo --overwrite
+	$(PY) noisy_cv.py --dataset digits --arch cnn --epochs 60 --noise_pattern sym asym \
+		--noisy_ratio 0.4 --results_dir $(DEMO_DIR) --verbose 0
+	$(PY) incv_train.py --dataset digits --arch cnn --incv_epochs 10 --epochs 30 \
+		--noise_pattern sym --noisy_ratio 0.5 --method incv standard \
+		--results_dir $(DEMO_DIR) --verbose 0
+	@echo "demo results in $(DEMO_DIR)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -205,16 +205,21 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
     schedule = utils.PiecewiseLR(args.lr, COT_BOUNDARIES, COT_FACTORS,
                                  paper_epochs=PAPER_EPOCHS, epochs=args.epochs)
     keras.utils.set_random_seed(seed)
-    nets = [models.build_model(args.arch, data.input_shape, data.num_classes)
-            for _ in range(1 if standard else 2)]
-    if standard:
-        model = utils.compile_classifier(nets[0], lr=args.lr)
-        model.optimizer.build(model.trainable_variables)
-        optimizers, on_epoch = [model.optimizer], None
-    else:
-        model = models.CoTeaching(*nets)
-        optimizers = [keras.optimizers.Adam(args.lr), keras.optimizers.Adam(args.lr)]
-        model.compile(optimizer1=optimizers[0], optimizer2=optimizers[1])
+    strategy = utils.device_strategy(getattr(args, "devices", "default"))
+    with strategy.scope():  # --devices: build, compile and make the optimizers on them
+        nets = [models.build_model(args.arch, data.input_shape, data.num_classes)
+                for _ in range(1 if standard else 2)]
+        for net in nets:
+            utils.sync_batchnorm(net, strategy)
+        if standard:
+            model = utils.compile_classifier(nets[0], lr=args.lr)
+            model.optimizer.build(model.trainable_variables)
+            optimizers, on_epoch = [model.optimizer], None
+        else:
+            model = models.CoTeaching(*nets)
+            optimizers = [keras.optimizers.Adam(args.lr), keras.optimizers.Adam(args.lr)]
+            model.compile(optimizer1=optimizers[0], optimizer2=optimizers[1])
+    if not standard:
         tk = max(1e-9, args.tk * args.epochs / PAPER_EPOCHS)
 
         def on_epoch(epoch):  # Co-teaching's gradual schedule, 0-based epoch as the authors
@@ -298,8 +303,11 @@ def _read_log(path):
 def make_incv_train_fn(args, data, y_noisy, *, seed, out, printer):
     """INCV's training runs: one compiled ResNet, reset to the same initial weights each run."""
     keras.utils.set_random_seed(seed)
-    model = utils.compile_classifier(
-        models.build_model(args.arch, data.input_shape, data.num_classes), lr=args.lr)
+    strategy = utils.device_strategy(getattr(args, "devices", "default"))
+    with strategy.scope():  # --devices: build and compile on the chosen devices
+        net = models.build_model(args.arch, data.input_shape, data.num_classes)
+        utils.sync_batchnorm(net, strategy)
+        model = utils.compile_classifier(net, lr=args.lr)
     initial = model.get_weights()
     schedule = utils.PiecewiseLR(args.lr, INCV_BOUNDARIES, INCV_FACTORS,
                                  paper_epochs=PAPER_INCV_EPOCHS, epochs=args.incv_epochs)
@@ -477,6 +485,8 @@ def parse_args(argv=None):
                    help="skip runs whose summary.json exists (continue a grid)")
     p.add_argument("--resume", action="store_true",
                    help="continue unfinished runs from their last INCV iteration / epoch")
+    p.add_argument("--devices", type=str, default="default", choices=utils.DEVICES,
+                   help=utils.DEVICES_HELP)
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                    help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
     args = p.parse_args(argv)
@@ -503,6 +513,10 @@ def run_dir(args, dataset, pattern, ratio, method, seed):
 
 def main(args):
     printer = print
+    strategy = utils.device_strategy(args.devices)
+    if args.devices == "all":
+        printer(utils.describe_strategy(strategy))
+    utils.check_batch_size(args.batch_size, strategy)
     data = utils.load_dataset(args.dataset, data_dir=args.data_dir,
                               download=not args.no_download)
     subset = utils.stratified_subset(data.y_train, args.n_train, seed=args.seed[0])

@@ -244,7 +244,8 @@ def _cnn_features(inputs):
 # (``from_s == 0``):
 #
 # 1. ``b_S = sum(from_s)`` and ``keep = round(b_S * (1 - forget_rate))`` with banker's rounding
-#    (as Python's ``round``), clipped to ``[1, b]``. ``forget_rate`` is a model variable that the
+#    (as Python's ``round``), clipped to ``[1, b]`` (0 when ``b_S`` is 0: a batch without S samples
+#    picks none, only the regularisation acts). ``forget_rate`` is a model variable that the
 #    training script assigns every epoch (``e_S * min(1, epoch / Tk)``), so the step is traced once.
 # 2. One training-mode forward pass of each network over the *whole* batch gives per-sample
 #    cross-entropies ``ce1``, ``ce2`` w.r.t. the noisy labels.
@@ -269,6 +270,26 @@ def _cnn_features(inputs):
 #
 # The ``clean`` input flag (whether the noisy label is correct) is used only for the
 # ``kept_clean1`` / ``kept_clean2`` tracking metrics; it never reaches a loss or a selection.
+#
+# Several devices (``tf.distribute.MirroredStrategy``, ``--devices all``; build and compile under
+# ``strategy.scope()``): ``fit`` splits each global batch into contiguous shares, one per replica,
+# and ``train_step`` runs on each share. Per replica r: ``keep_r = round(b_S_r * (1 - r))`` from
+# the S samples of *its* share (clipped to ``[min(1, b_S_r), b_r]``: a share without S samples
+# keeps none), and each network picks its ``keep_r`` smallest-loss samples *of that share*. The
+# optimizers sum the replicas' gradients (all-reduce) and apply one identical update. Keras
+# scales each replica's loss by ``1 / num_replicas_in_sync``
+# (``keras.src.losses.loss.scale_loss_for_distribution``), i.e. averages per-replica means; here
+# that would weight picks unequally, since the S part of a batch comes first (the first
+# replicas get S samples only, the last ones the C part) and the ``keep_r`` differ. So each
+# replica's exchange loss is its *sum* over its picks divided by the step's total
+# ``K = sum_r keep_r`` (one all-reduce): the summed gradient is that of the mean over all K
+# picks, as on one device; the regularisation losses (the same on every replica) are scaled by
+# ``1 / num_replicas_in_sync`` as Keras does. Consequences: with ``forget_rate`` 0 and an all-S
+# batch the step is the single-device step (even split or not); otherwise the selection is made
+# per replica, not over the whole batch, and ``K`` differs from the single-device ``keep`` by
+# rounding only: at most ``(R + 1) // 2`` samples for R replicas (1 on 2 GPUs), plus 1 per replica
+# whose S share is so small that the clip to 1 applies. The metrics aggregate over all replicas
+# (sums of totals and counts); ``keep`` logs ``K`` per step.
 
 class CoTeaching(keras.Model):
     """Two networks trained with the Co-teaching exchange in one fused training step.
@@ -308,6 +329,18 @@ class CoTeaching(keras.Model):
     ``kept_clean1``, ``kept_clean2`` (fraction of clean samples among those net 1 / net 2 picked).
     Test metrics: ``accuracy1``, ``accuracy2`` (logged as ``val_accuracy1`` / ``val_accuracy2``
     by ``fit(validation_data=...)``).
+
+    Under ``tf.distribute.MirroredStrategy`` (construct the networks, this model and its
+    optimizers, and compile, inside ``strategy.scope()``) each replica runs ``train_step`` on its
+    contiguous share of the global batch: its keep count ``keep_r = round(b_S_r (1 - r))`` comes
+    from the S samples of its own share, and its small-loss picks are made within that share.
+    The sum ``K`` of the ``keep_r`` can differ from the single-device ``round(b_S (1 - r))`` by a
+    few samples (rounding: at most ``(R + 1) // 2`` for R replicas). Each replica's exchange loss
+    is its sum over its picks divided by ``K`` (regularisation: scaled by ``1 / R``, as Keras
+    does), and the gradients are summed across replicas: the update is that of the mean over
+    all picks, so with ``forget_rate`` 0 on an all-S batch it equals the single-device one.
+    Metrics are aggregated over all replicas; ``keep`` is ``K``. BatchNorm layers see the
+    replica's share only unless made synchronised (``utils.sync_batchnorm``).
     """
 
     def __init__(self, net1, net2, **kwargs):
@@ -375,14 +408,32 @@ class CoTeaching(keras.Model):
         """
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=None, **kwargs)
-        optimizer1 = keras.optimizers.get(optimizer1)
-        optimizer2 = keras.optimizers.get(optimizer2)
-        if optimizer1 is optimizer2:
-            raise ValueError("optimizer1 and optimizer2 must be two different instances")
-        optimizer1.build(self.net1.trainable_variables)
-        optimizer2.build(self.net2.trainable_variables)
+        strategy = self.distribute_strategy
+        with strategy.scope():  # the optimizer slots must be mirrored like the weights
+            optimizer1 = keras.optimizers.get(optimizer1)
+            optimizer2 = keras.optimizers.get(optimizer2)
+            if optimizer1 is optimizer2:
+                raise ValueError("optimizer1 and optimizer2 must be two different instances")
+            for opt in (optimizer1, optimizer2):
+                # Keras' TF optimizers remember the strategy they were created under.
+                created = getattr(opt, "_distribution_strategy", strategy)
+                if created is not strategy:
+                    raise ValueError(
+                        "the optimizers must be created under the same strategy.scope() as "
+                        "the model (tf.distribute): create them inside the scope")
+            optimizer1.build(self.net1.trainable_variables)
+            optimizer2.build(self.net2.trainable_variables)
         self.optimizer1 = optimizer1
         self.optimizer2 = optimizer2
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Nothing to build: the networks are built and ``compile`` builds the optimizers.
+
+        Keras' TensorFlow trainer would, under tf.distribute, average the first batch of each
+        ``fit``/``evaluate`` across the replicas just to learn its shapes, which fails when the
+        batch does not split evenly (e.g. an S batch plus an odd-sized C batch).
+        """
+        return None
 
     @staticmethod
     def _image(x):
@@ -404,8 +455,15 @@ class CoTeaching(keras.Model):
         Returns
         -------
         dict
-            Current values of the training metrics (running means over the epoch).
+            Current values of the training metrics (running means over the epoch, over all
+            replicas).
+
+        Notes
+        -----
+        Under ``tf.distribute`` this runs once per replica on its share of the batch (see the
+        class Notes): ``b``, ``b_S``, ``keep`` and the picks are the replica's own.
         """
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         image = self._image(x)
         y = tf.reshape(tf.cast(y, tf.int32), [-1])
@@ -419,10 +477,17 @@ class CoTeaching(keras.Model):
             clean = tf.reshape(tf.cast(x["clean"], tf.float32), [-1])
 
         # keep = round(b_S * (1 - r)) from the S part only; float64 and tf.round (half to even)
-        # reproduce Python's round() on the same numbers.
+        # reproduce Python's round() on the same numbers. At least one pick when there are S
+        # samples; none for a batch (or replica share) without any, or an empty share.
         b_s = tf.reduce_sum(tf.cast(from_s, tf.float64))
         keep = tf.cast(tf.round(b_s * (1.0 - tf.cast(self.forget_rate, tf.float64))), tf.int32)
-        keep = tf.clip_by_value(keep, 1, b)
+        keep = tf.clip_by_value(keep, tf.minimum(1, tf.cast(b_s, tf.int32)), b)
+        n_pick = tf.cast(keep, tf.float32)
+        # Picks of the whole step: under tf.distribute, the sum of the replicas' keep counts.
+        n_step = n_pick
+        if replicas > 1:
+            n_step = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, n_pick)
 
         vars1 = self.net1.trainable_variables
         vars2 = self.net2.trainable_variables
@@ -438,30 +503,44 @@ class CoTeaching(keras.Model):
             _, pick2 = tf.math.top_k(-tf.stop_gradient(ce2), k=keep)
             pick1 = tf.stop_gradient(pick1)
             pick2 = tf.stop_gradient(pick2)
-            # The exchange: each network learns from the samples its peer picked.
-            loss1 = tf.reduce_mean(tf.gather(ce1, pick2))
-            loss2 = tf.reduce_mean(tf.gather(ce2, pick1))
-            total1 = loss1 + self._reg_loss(self.net1)
-            total2 = loss2 + self._reg_loss(self.net2)
-            # total1 depends only on net1's variables and total2 only on net2's, so the gradient
-            # of their sum w.r.t. each net is that net's own gradient: one backward pass.
-            total = total1 + total2
+            # The exchange: each network learns from the samples its peer picked (mean over the
+            # picks; 0 when there are none).
+            sum1 = tf.reduce_sum(tf.gather(ce1, pick2))
+            sum2 = tf.reduce_sum(tf.gather(ce2, pick1))
+            loss1 = tf.math.divide_no_nan(sum1, n_pick)
+            loss2 = tf.math.divide_no_nan(sum2, n_pick)
+            reg = self._reg_loss(self.net1) + self._reg_loss(self.net2)
+            if replicas == 1:
+                # total1 = loss1 + reg1 depends only on net1's variables and total2 only on
+                # net2's, so the gradient of their sum w.r.t. each net is that net's own
+                # gradient: one backward pass.
+                total = loss1 + loss2 + reg
+            else:
+                # The optimizers *sum* the replicas' gradients. Keras scales each replica's
+                # loss by 1 / replicas (keras.src.losses.loss.scale_loss_for_distribution),
+                # which averages per-replica means; here the replicas' keep counts differ
+                # (the S part of a batch comes first, so the last replicas hold the C part),
+                # and a mean of means would weight their picks unequally. So each replica's
+                # exchange sum is divided by the step's total keep count: the summed gradient
+                # is that of the mean over all picks, as on one device. The regularisation
+                # losses, the same on every replica, are scaled by 1 / replicas as Keras does.
+                total = (tf.math.divide_no_nan(sum1 + sum2, n_step)
+                         + reg * (1.0 / replicas))
         grads = tape.gradient(total, vars1 + vars2)
         self.optimizer1.apply_gradients(zip(grads[: len(vars1)], vars1))
         self.optimizer2.apply_gradients(zip(grads[len(vars1):], vars2))
 
-        n_pick = tf.cast(keep, tf.float32)
         self.loss1_tracker.update_state(loss1, sample_weight=n_pick)
         self.loss2_tracker.update_state(loss2, sample_weight=n_pick)
         # Training accuracy w.r.t. the noisy labels on the S part (weights 0 drop C samples).
         self.acc1_tracker.update_state(self._correct(y, p1), sample_weight=from_s)
         self.acc2_tracker.update_state(self._correct(y, p2), sample_weight=from_s)
-        self.keep_tracker.update_state(tf.cast(keep, tf.float32))
+        self.keep_tracker.update_state(n_step)  # under tf.distribute: the sum over replicas
         if clean is not None:
             # Tracking only: per-sample means over all picks of the epoch.
             self.kept_clean1_tracker.update_state(tf.gather(clean, pick1))
             self.kept_clean2_tracker.update_state(tf.gather(clean, pick2))
-        return {m.name: m.result() for m in self._train_trackers}
+        return self._results(self._train_trackers)
 
     def test_step(self, data):
         """Accuracy of both networks (inference mode) on a batch.
@@ -484,7 +563,24 @@ class CoTeaching(keras.Model):
         p2 = self.net2(image, training=False)
         self.test_acc1_tracker.update_state(self._correct(y, p1), sample_weight=sample_weight)
         self.test_acc2_tracker.update_state(self._correct(y, p2), sample_weight=sample_weight)
-        return {m.name: m.result() for m in self._test_trackers}
+        return self._results(self._test_trackers)
+
+    @staticmethod
+    def _results(trackers):
+        """``{name: result}`` of ``Mean`` trackers, over all replicas under tf.distribute.
+
+        Each replica updates its own copy of a metric's ``total`` and ``count``; Keras averages
+        the replicas' returned values, which for weighted means is not the mean over all
+        samples. So the replicas' totals and counts are summed first (one all-reduce).
+        """
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            return {m.name: m.result() for m in trackers}
+        local = tf.stack([tf.stack([tf.cast(m.total, tf.float32), tf.cast(m.count, tf.float32)])
+                          for m in trackers])
+        summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
+        values = tf.math.divide_no_nan(summed[:, 0], summed[:, 1])
+        return {m.name: values[i] for i, m in enumerate(trackers)}
 
     @staticmethod
     def _correct(y, probs):

@@ -77,6 +77,8 @@ def parse_args(argv=None):
                    help="replace existing run directories")
     p.add_argument("--skip_existing", action="store_true",
                    help="skip runs whose summary.json exists (continue a grid)")
+    p.add_argument("--devices", type=str, default="default", choices=utils.DEVICES,
+                   help=utils.DEVICES_HELP)
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                    help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
     args = p.parse_args(argv)
@@ -161,6 +163,10 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
 
 def main(args):
     printer = print
+    strategy = utils.device_strategy(args.devices)
+    if args.devices == "all":
+        printer(utils.describe_strategy(strategy))
+    utils.check_batch_size(args.batch_size, strategy)
     data = utils.load_dataset(args.dataset, data_dir=args.data_dir,
                               download=not args.no_download)
     subset = utils.stratified_subset(data.y_train, args.n_train, seed=args.seed[0])
@@ -186,8 +192,10 @@ def main(args):
     for k, (seed, pattern, ratio, out) in enumerate(todo, 1):
         if seed != current_seed:
             keras.utils.set_random_seed(seed)  # same init for every ratio of a seed
-            model = utils.compile_classifier(
-                models.build_model(args.arch, data.input_shape, data.num_classes), lr=args.lr)
+            with strategy.scope():  # --devices: build and compile on the chosen devices
+                net = models.build_model(args.arch, data.input_shape, data.num_classes)
+                utils.sync_batchnorm(net, strategy)
+                model = utils.compile_classifier(net, lr=args.lr)
             initial, current_seed = model.get_weights(), seed
         utils.prepare_run_dir(out, overwrite=args.overwrite)
         utils.write_json(os.path.join(out, "config.json"), utils.run_config(

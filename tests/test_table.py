@@ -1,0 +1,273 @@
+"""utils.py table: collect_runs / table_* / format_* on synthetic run directories."""
+
+import csv
+import io
+import json
+import os
+import re
+import runpy
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import utils
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAPER_MD = "/work/shared/PAPER.md"
+
+# incv_train.py runs on "cifar10": accuracy (model1) per (pattern, ratio, method, seed).
+ACC = {("sym", 0.5, "incv"): [0.85, 0.84, None],        # seed 2: partial (config.json only)
+       ("sym", 0.5, "coteaching"): [0.80, 0.82, 0.78],
+       ("sym", 0.5, "standard"): [0.60, 0.62, 0.61],
+       ("asym", 0.4, "incv"): [0.86, 0.87, 0.85],
+       ("asym", 0.4, "coteaching"): [0.83, "missing", 0.80],  # seed 1 never ran
+       ("asym", 0.4, "standard"): [0.77, 0.75, 0.76]}
+
+
+def _write(path, name, obj):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, name), "w") as f:
+        json.dump(obj, f)
+
+
+def _train_run(root, pattern, ratio, method, seed, acc, *, incv_only=False):
+    out = os.path.join(root, "cifar10", pattern, f"{ratio:g}", method, f"seed{seed}")
+    args = {"dataset": "cifar10", "arch": "resnet32", "epochs": 200, "lr": 0.001,
+            "seed": [0, 1, 2], "results_dir": root, "incv_only": incv_only}
+    _write(out, "config.json", {"args": args, "n_train": 50000, "run": {
+        "method": method, "pattern": pattern, "ratio": ratio, "seed": seed}})
+    if acc is None:
+        return out
+    s = {"dataset": "cifar10", "method": method, "pattern": pattern, "ratio": ratio,
+         "seed": seed, "arch": "resnet32", "epochs": 200, "n_train": 50000,
+         "actual_noise_ratio": ratio + 0.01 * seed}
+    if method in ("incv", "coteaching"):
+        s["estimated_noise_ratio"] = ratio - 0.1 + 0.02 * seed
+    if method == "incv":
+        s["incv"] = [{"iteration": i, "selected": 100 * i + seed, "candidates": 50 - i,
+                      "removed": 10, "keep_best": i < 3, "label_precision": 0.9 + 0.01 * seed,
+                      "label_recall": 0.5 + 0.1 * i} for i in (1, 2)]
+    if not incv_only:
+        s["test_accuracy"] = {"model1": acc, "model2": acc - 0.05, "best": acc + 0.01}
+    _write(out, "summary.json", s)
+    return out
+
+
+def _cv_run(root, pattern, ratio, seed, acc, *, finished=True):
+    out = os.path.join(root, "digits", pattern, f"{ratio:g}", f"seed{seed}")
+    _write(out, "config.json", {"args": {"dataset": "digits", "arch": "cnn", "epochs": 30},
+                                "n_train": 1347, "run": {"pattern": pattern, "ratio": ratio,
+                                                         "seed": seed}})
+    if finished:
+        _write(out, "summary.json", {
+            "dataset": "digits", "arch": "cnn", "pattern": pattern, "ratio": ratio,
+            "seed": seed, "epochs": 30, "n_train": 1347, "noisy_accuracy": acc,
+            "label_precision": 0.9 + 0.01 * seed, "label_recall": None if seed else 0.7,
+            "test_accuracy": 0.9, "estimated_noise_ratio": 0.15, "actual_noise_ratio": 0.2,
+            "theory": {"accuracy": 0.64, "label_precision": 0.99, "label_recall": 0.8}})
+    return out
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = str(tmp_path / "results")
+    paths = {}
+    for (pattern, ratio, method), accs in ACC.items():
+        for seed, acc in enumerate(accs):
+            if acc != "missing":
+                paths[pattern, ratio, method, seed] = _train_run(root, pattern, ratio, method,
+                                                                 seed, acc)
+    paths["incv_only"] = _train_run(root, "sym", 0.8, "incv", 0, 0.0, incv_only=True)
+    for seed, acc in enumerate([0.70, 0.74]):
+        _cv_run(root, "sym", 0.2, seed, acc)
+    paths["cv_partial"] = _cv_run(root, "sym", 0.2, 2, None, finished=False)
+    return root, paths
+
+
+def _row(rows, **match):
+    found = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    assert len(found) == 1, (match, found)
+    return found[0]
+
+
+def test_collect_runs_statuses(results):
+    root, paths = results
+    runs = utils.collect_runs([root, os.path.join(root, "cifar10")])  # overlap: read once
+    assert len(runs) == 17 + 1 + 3
+    by_path = {r["path"]: r for r in runs}
+    partial = by_path[os.path.normpath(paths["sym", 0.5, "incv", 2])]
+    assert partial["status"] == "partial" and "unfinished" in partial["reason"]
+    assert partial["kind"] == "train" and partial["method"] == "incv" and partial["seed"] == 2
+    cv = by_path[os.path.normpath(paths["cv_partial"])]
+    assert cv["kind"] == "cv" and cv["status"] == "partial" and cv["dataset"] == "digits"
+
+
+def test_accuracy_means_stds_counts(results):
+    root, _ = results
+    rows = utils.table_accuracy(utils.collect_runs([root]))
+    measured = [r for r in rows if r["source"] == "measured"]
+    assert len(measured) == 6  # the incv_only run has no accuracy
+    for (pattern, ratio, method), accs in ACC.items():
+        vals = [100 * a for a in accs if isinstance(a, float)]
+        r = _row(measured, setting=f"{pattern} {ratio:g}",
+                 method=utils.METHOD_LABELS[method])
+        assert r["n"] == len(vals)
+        assert r["accuracy_mean"] == pytest.approx(np.mean(vals))
+        assert r["accuracy_std"] == pytest.approx(np.std(vals, ddof=1))
+        assert r["group"] == "cifar10 / resnet32 / 200 epochs / n_train 50000"
+    incv = _row(measured, setting="sym 0.5", method="INCV + Co-teaching")
+    assert incv["n"] == 2 and incv["seeds"] == "0 1"  # the partial seed 2 is not averaged in
+    assert incv["accuracy_mean"] == pytest.approx(84.5)
+    assert _row(measured, setting="asym 0.4", method="Co-teaching")["seeds"] == "0 2"
+
+
+def test_paper_rows_for_the_settings_found(results):
+    root, _ = results
+    paper = [r for r in utils.table_accuracy(utils.collect_runs([root]))
+             if r["source"] == "paper"]
+    assert len(paper) == 6 * 2 and {r["setting"] for r in paper} == {"sym 0.5", "asym 0.4"}
+    r = _row(paper, method="INCV + Co-teaching (paper)", setting="sym 0.5")
+    assert (r["accuracy_mean"], r["accuracy_std"], r["n"]) == (84.78, 0.33, 5)
+    assert _row(paper, method="D2L (paper)", setting="asym 0.4")["accuracy_mean"] == 85.57
+
+
+@pytest.mark.skipif(not os.path.isfile(PAPER_MD), reason="PAPER.md not here")
+def test_paper_numbers_match_paper_md():
+    with open(PAPER_MD) as f:
+        text = f.read()
+    for name, values in utils.PAPER_CIFAR10.items():
+        line = re.search(rf"^\| {re.escape(name)} \|(.*)\|$", text, re.M).group(1)
+        cells = [tuple(float(x) for x in c.strip().split("+-")) for c in line.split("|")]
+        assert cells == list(values), name
+
+
+def test_not_included_lists_partial_missing_and_incv_only(results):
+    root, paths = results
+    rows = utils.table_not_included(utils.collect_runs([root]))
+    reasons = {r["path"]: r["reason"] for r in rows}
+    assert "unfinished" in reasons[os.path.normpath(paths["sym", 0.5, "incv", 2])]
+    assert "unfinished" in reasons[os.path.normpath(paths["cv_partial"])]
+    missing = os.path.join(root, "cifar10", "asym", "0.4", "coteaching", "seed1")
+    assert reasons[missing].startswith("missing seed 1")
+    assert "--incv_only" in reasons[os.path.normpath(paths["incv_only"])]
+    # the incv_only setting has seed 0 only: seeds 1 and 2 are missing there
+    sym08 = os.path.join(root, "cifar10", "sym", "0.8", "incv")
+    assert {p for p, why in reasons.items() if p.startswith(sym08) and "missing" in why} == {
+        os.path.join(sym08, "seed1"), os.path.join(sym08, "seed2")}
+    assert len(rows) == 2 + 1 + 1 + 2
+
+
+def test_duplicate_run_is_listed_not_averaged(results, tmp_path):
+    root, paths = results
+    copy = str(tmp_path / "elsewhere" / "seed0")
+    shutil.copytree(paths["sym", 0.5, "standard", 0], copy)
+    runs = utils.collect_runs([root, str(tmp_path / "elsewhere")])
+    r = _row(utils.table_accuracy(runs), setting="sym 0.5", method="Standard")
+    assert r["n"] == 3
+    dup = [x for x in utils.table_not_included(runs) if "duplicate" in x["reason"]]
+    assert len(dup) == 1
+
+
+def test_selection_noise_and_noisy_cv_tables(results):
+    root, _ = results
+    tables = utils.build_tables(utils.collect_runs([root]))
+    it2 = _row(tables["incv_selection"], setting="asym 0.4", iteration=2)
+    assert it2["n"] == 3 and it2["selected_mean"] == pytest.approx(201.0)
+    assert it2["label_precision_mean"] == pytest.approx(0.91)
+    assert it2["label_recall_mean"] == pytest.approx(0.7)
+    it1 = _row(tables["incv_selection"], setting="sym 0.5", iteration=1)
+    assert it1["n"] == 2  # partial run excluded
+    assert _row(tables["incv_selection"], setting="sym 0.8", iteration=1)["n"] == 1
+    noise_rows = tables["noise_ratio"]
+    r = _row(noise_rows, setting="asym 0.4", method="INCV + Co-teaching")
+    assert r["estimated_noise_ratio_mean"] == pytest.approx(0.32)
+    assert r["actual_noise_ratio_mean"] == pytest.approx(0.41)
+    assert r["actual_noise_ratio_std"] == pytest.approx(0.01)
+    assert not [x for x in noise_rows if x["method"] == "Standard"]
+    cv = _row(tables["noisy_cv"], setting="sym 0.2")
+    assert cv["n"] == 2 and cv["group"] == "digits / cnn / 30 epochs / n_train 1347"
+    assert cv["accuracy_mean"] == pytest.approx(0.72)
+    assert cv["accuracy_std"] == pytest.approx(np.std([0.70, 0.74], ddof=1))
+    assert cv["accuracy_theory"] == pytest.approx(0.64)
+    assert cv["label_recall_mean"] == 0.7 and cv["label_recall_n"] == 1  # one null
+    assert cv["label_recall_std"] is None
+
+
+def test_markdown_output(results):
+    root, paths = results
+    md = utils.format_markdown(utils.build_tables(utils.collect_runs([root])))
+    assert "| method | sym 0.5 | asym 0.4 |" in md
+    std = np.std([85.0, 84.0], ddof=1)
+    assert f"| INCV + Co-teaching | 84.50 ± {std:.2f} (n=2) | 86.00 ± 1.00 (n=3) |" in md
+    assert "| INCV + Co-teaching (paper) | 84.78 ± 0.33 | 86.04 ± 0.54 |" in md
+    assert md.index("| Standard |") < md.index("| F-correction (paper) |")
+    assert "sample std (ddof=1)" in md and "model1" in md
+    assert "| sym 0.2 | 2 | 0.720 ± 0.028 | 0.640 |" in md
+    assert "0.700 (n=1)" in md  # LR: one seed's value is null
+    not_included = md[md.index("## Not included"):]
+    assert os.path.normpath(paths["sym", 0.5, "incv", 2]) in not_included
+    assert "missing seed 1" in not_included
+
+
+def test_csv_output_parses_back(results):
+    root, _ = results
+    tables = utils.build_tables(utils.collect_runs([root]))
+    rows = list(csv.DictReader(io.StringIO(utils.format_csv(tables))))
+    assert len(rows) == sum(len(t) for t in tables.values())
+    acc = [r for r in rows if r["table"] == "accuracy"]
+    r = _row(acc, setting="sym 0.5", method="Standard", source="measured")
+    assert int(r["n"]) == 3 and float(r["accuracy_mean"]) == pytest.approx(61.0)
+    assert float(r["accuracy_std"]) == pytest.approx(1.0)
+    paper = _row(acc, setting="sym 0.5", method="Co-teaching (paper)")
+    assert float(paper["accuracy_mean"]) == 82.12 and paper["source"] == "paper"
+    assert len([r for r in rows if r["table"] == "not_included"]) == 6
+
+
+def test_single_seed_has_no_std(tmp_path):
+    _train_run(str(tmp_path), "sym", 0.2, "standard", 0, 0.5)
+    tables = utils.build_tables(utils.collect_runs([str(tmp_path)]))
+    r = _row(tables["accuracy"], source="measured")
+    assert (r["n"], r["accuracy_mean"], r["accuracy_std"]) == (1, 50.0, None)
+    assert "| Standard | 50.00 (n=1) |" in utils.format_markdown(tables)
+    assert tables["not_included"] == []
+
+
+def test_bad_paths(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        utils.collect_runs([str(tmp_path / "nowhere")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no runs under .*empty"):
+        utils.collect_runs([str(tmp_path / "empty")])
+
+
+def test_out_writes_markdown_and_csv(results, tmp_path, monkeypatch):
+    root, _ = results
+    out = str(tmp_path / "report" / "table.md")
+    monkeypatch.setattr(sys, "argv", ["utils.py", "table", root, "--format", "both",
+                                      "--out", out])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(os.path.join(ROOT, "utils.py"), run_name="__main__")
+    assert exit_.value.code == 0
+    with open(out) as f:
+        assert f.read().startswith("# Results")
+    with open(str(tmp_path / "report" / "table.csv")) as f:
+        assert f.readline().startswith("table,")
+    assert sorted(os.listdir(tmp_path / "report")) == ["table.csv", "table.md"]  # no temp left
+
+
+def test_command_line(results, tmp_path):
+    root, _ = results
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "utils.py", "table", root, "--format", "csv"],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert _row(rows, setting="asym 0.4", method="Standard", source="measured")["n"] == "3"
+    bad = str(tmp_path / "no_such_results")
+    done = subprocess.run([sys.executable, "utils.py", "table", bad], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode != 0 and bad in done.stderr and "does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
