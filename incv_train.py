@@ -205,7 +205,7 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
     schedule = utils.PiecewiseLR(args.lr, COT_BOUNDARIES, COT_FACTORS,
                                  paper_epochs=PAPER_EPOCHS, epochs=args.epochs)
     keras.utils.set_random_seed(seed)
-    strategy = utils.device_strategy(getattr(args, "devices", "default"))
+    strategy = utils.device_strategy(args.devices)
     with strategy.scope():  # --devices: build, compile and make the optimizers on them
         nets = [models.build_model(args.arch, data.input_shape, data.num_classes)
                 for _ in range(1 if standard else 2)]
@@ -303,11 +303,7 @@ def _read_log(path):
 def make_incv_train_fn(args, data, y_noisy, *, seed, out, printer):
     """INCV's training runs: one compiled ResNet, reset to the same initial weights each run."""
     keras.utils.set_random_seed(seed)
-    strategy = utils.device_strategy(getattr(args, "devices", "default"))
-    with strategy.scope():  # --devices: build and compile on the chosen devices
-        net = models.build_model(args.arch, data.input_shape, data.num_classes)
-        utils.sync_batchnorm(net, strategy)
-        model = utils.compile_classifier(net, lr=args.lr)
+    model = utils.build_classifier(args, data, utils.device_strategy(args.devices))
     initial = model.get_weights()
     schedule = utils.PiecewiseLR(args.lr, INCV_BOUNDARIES, INCV_FACTORS,
                                  paper_epochs=PAPER_INCV_EPOCHS, epochs=args.incv_epochs)
@@ -439,71 +435,39 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", type=str, default="cifar10",
-                   help="cifar10, cifar100, digits (bundled with scikit-learn) or a path to "
-                        "an .npz with x_train, y_train, x_test, y_test")
-    p.add_argument("--data_dir", type=str, default="data",
-                   help="folder holding cifar-10-batches-py / cifar-100-python")
-    p.add_argument("--no_download", action="store_true",
-                   help="never try Keras' CIFAR download when the files are not in --data_dir")
-    p.add_argument("--noise_pattern", type=str, nargs="+", default=["sym"],
-                   choices=noise.PATTERNS, help="noise pattern(s); each is run")
-    p.add_argument("--noisy_ratio", "--noise_ratio", dest="noisy_ratio", type=float,
-                   nargs="+", default=[0.5], help="noise ratio(s) in [0, 1]; each is run")
+    utils.add_run_arguments(p, arch="resnet32",
+                            arch_help="network for INCV and for training (the authors': "
+                                      "ResNet-32)",
+                            batch_help="batch size (of the S part in Co-teaching)")
     p.add_argument("--method", type=str, nargs="+", default=["incv"], choices=METHODS,
                    help="incv = INCV + modified Co-teaching; coteaching = Han et al. 2018 on "
                         "the whole noisy set; standard = cross-entropy training")
-    p.add_argument("--arch", type=str, default="resnet32", choices=models.MODEL_NAMES,
-                   help="network for INCV and for training (the authors': ResNet-32)")
     p.add_argument("--epochs", type=int, default=PAPER_EPOCHS,
                    help="Co-teaching / standard epochs (lr drops, warm-up and Tk scale with it)")
     p.add_argument("--incv_epochs", type=int, default=PAPER_INCV_EPOCHS,
                    help="epochs of each INCV training run (its lr drops scale with it)")
     p.add_argument("--incv_iterations", type=int, default=4, help="INCV iterations")
-    p.add_argument("--batch_size", type=int, default=128, help="batch size (of the S part)")
-    p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
     p.add_argument("--tk", type=float, default=10.0,
                    help="Co-teaching's Tk: epochs (of 200) over which the forget rate ramps up")
     p.add_argument("--forget_rate", type=float, default=None,
                    help="--method coteaching: forget rate (default: estimated noise ratio)")
     p.add_argument("--keep_optimizer_state", action="store_true",
                    help="keep Adam's state at lr drops (the authors re-compiled: a fresh Adam)")
-    p.add_argument("--augment", type=str, default="auto", choices=utils.AUGMENTATIONS,
-                   help="standard = shift 4/32 + horizontal flip (authors'); auto = standard, "
-                        "none for digits")
-    p.add_argument("--n_train", type=int, default=None,
-                   help="use a seeded stratified subset of this many training images")
-    p.add_argument("--seed", type=int, nargs="+", default=[0],
-                   help="seed(s) for noise, splits, init and augmentation; each is run")
     p.add_argument("--incv_only", action="store_true",
                    help="stop after INCV selection (write the CSV; no Co-teaching)")
     p.add_argument("--incv_results", type=str, default=None,
                    help="CSV of an earlier INCV selection: skip INCV and train on it")
-    p.add_argument("--results_dir", type=str, default="results", help="where runs are written")
-    p.add_argument("--overwrite", action="store_true", help="replace existing run directories")
-    p.add_argument("--skip_existing", action="store_true",
-                   help="skip runs whose summary.json exists (continue a grid)")
     p.add_argument("--resume", action="store_true",
                    help="continue unfinished runs from their last INCV iteration / epoch")
-    p.add_argument("--devices", type=str, default="default", choices=utils.DEVICES,
-                   help=utils.DEVICES_HELP)
-    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
-                   help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
     args = p.parse_args(argv)
-    for e in args.noisy_ratio:
-        if not 0.0 <= e <= 1.0:
-            p.error(f"--noisy_ratio must be in [0, 1], got {e}")
-    for flag in ("epochs", "incv_epochs", "incv_iterations", "batch_size"):
-        if getattr(args, flag) < 1:
-            p.error(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
+    utils.check_run_arguments(p, args, positive=("epochs", "incv_epochs", "incv_iterations",
+                                                  "batch_size"))
     if args.forget_rate is not None and not 0.0 <= args.forget_rate < 1.0:
         p.error(f"--forget_rate must be in [0, 1), got {args.forget_rate}")
     if args.overwrite and args.resume:
         p.error("--overwrite and --resume contradict each other: choose one")
     if args.incv_only and args.incv_results:
         p.error("--incv_only and --incv_results contradict each other: choose one")
-    if args.n_train is not None and args.n_train < 4:
-        p.error(f"--n_train must be at least 4, got {args.n_train}")
     return args
 
 
@@ -513,27 +477,15 @@ def run_dir(args, dataset, pattern, ratio, method, seed):
 
 def main(args):
     printer = print
-    strategy = utils.device_strategy(args.devices)
-    if args.devices == "all":
-        printer(utils.describe_strategy(strategy))
-    utils.check_batch_size(args.batch_size, strategy)
-    data = utils.load_dataset(args.dataset, data_dir=args.data_dir,
-                              download=not args.no_download)
-    subset = utils.stratified_subset(data.y_train, args.n_train, seed=args.seed[0])
-    data.x_train, data.y_train = data.x_train[subset], data.y_train[subset]
+    utils.run_strategy(args, printer)  # checks --devices; runs build their models on it
+    data = utils.load_training_data(args, printer)
     runs = [(seed, pattern, ratio, method, run_dir(args, data.name, pattern, ratio, method, seed))
             for seed in args.seed for pattern in args.noise_pattern
             for ratio in args.noisy_ratio for method in args.method]
-    todo, summaries = [], []
-    for run in runs:  # check every directory before any training
-        out = run[-1]
-        if os.path.isfile(os.path.join(out, "summary.json")) and args.skip_existing:
-            printer(f"skip (finished earlier): {out}")
-            summaries.append(utils.read_json(os.path.join(out, "summary.json")))
-            continue
-        if os.path.isdir(out) and os.listdir(out) and not (args.overwrite or args.resume):
-            utils.prepare_run_dir(out)  # raises the explanatory FileExistsError
-        todo.append(run)
+    todo, summaries = utils.plan_runs([r[-1] for r in runs], skip_existing=args.skip_existing,
+                                      overwrite=args.overwrite, resume=args.resume,
+                                      printer=printer)
+    todo = [runs[k] for k in todo]
     for k, (seed, pattern, ratio, method, out) in enumerate(todo, 1):
         resuming = args.resume and os.path.isfile(os.path.join(out, "config.json"))
         utils.prepare_run_dir(out, overwrite=args.overwrite, resume=args.resume)

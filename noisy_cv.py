@@ -33,7 +33,6 @@ import numpy as np
 
 import keras
 
-import models
 import noise
 import utils
 
@@ -48,48 +47,12 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", type=str, default="cifar10",
-                   help="cifar10, cifar100, digits (bundled with scikit-learn) or a path to "
-                        "an .npz with x_train, y_train, x_test, y_test")
-    p.add_argument("--data_dir", type=str, default="data",
-                   help="folder holding cifar-10-batches-py / cifar-100-python")
-    p.add_argument("--no_download", action="store_true",
-                   help="never try Keras' CIFAR download when the files are not in --data_dir")
-    p.add_argument("--noise_pattern", type=str, nargs="+", default=["sym"],
-                   choices=noise.PATTERNS, help="noise pattern(s); each is run")
-    p.add_argument("--noisy_ratio", "--noise_ratio", dest="noisy_ratio", type=float,
-                   nargs="+", default=[0.5], help="noise ratio(s) e in [0, 1]; each is run")
-    p.add_argument("--arch", type=str, default="resnet110", choices=models.MODEL_NAMES,
-                   help="network (the authors' theory run used ResNet-110)")
+    utils.add_run_arguments(p, arch="resnet110",
+                            arch_help="network (the authors' theory run used ResNet-110)")
     p.add_argument("--epochs", type=int, default=PAPER_EPOCHS,
                    help="training epochs (the lr schedule scales with it)")
-    p.add_argument("--batch_size", type=int, default=128, help="training batch size")
-    p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
-    p.add_argument("--augment", type=str, default="auto", choices=utils.AUGMENTATIONS,
-                   help="standard = shift 4/32 + horizontal flip (authors'); auto = standard, "
-                        "none for digits")
-    p.add_argument("--n_train", type=int, default=None,
-                   help="use a seeded stratified subset of this many training images")
-    p.add_argument("--seed", type=int, nargs="+", default=[0],
-                   help="seed(s) for noise, split, init and augmentation; each is run")
-    p.add_argument("--results_dir", type=str, default="results", help="where runs are written")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing run directories")
-    p.add_argument("--skip_existing", action="store_true",
-                   help="skip runs whose summary.json exists (continue a grid)")
-    p.add_argument("--devices", type=str, default="default", choices=utils.DEVICES,
-                   help=utils.DEVICES_HELP)
-    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
-                   help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
     args = p.parse_args(argv)
-    for e in args.noisy_ratio:
-        if not 0.0 <= e <= 1.0:
-            p.error(f"--noisy_ratio must be in [0, 1], got {e}")
-    for flag in ("epochs", "batch_size"):
-        if getattr(args, flag) < 1:
-            p.error(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
-    if args.n_train is not None and args.n_train < 4:
-        p.error(f"--n_train must be at least 4, got {args.n_train}")
+    utils.check_run_arguments(p, args)
     return args
 
 
@@ -163,39 +126,20 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
 
 def main(args):
     printer = print
-    strategy = utils.device_strategy(args.devices)
-    if args.devices == "all":
-        printer(utils.describe_strategy(strategy))
-    utils.check_batch_size(args.batch_size, strategy)
-    data = utils.load_dataset(args.dataset, data_dir=args.data_dir,
-                              download=not args.no_download)
-    subset = utils.stratified_subset(data.y_train, args.n_train, seed=args.seed[0])
-    data.x_train, data.y_train = data.x_train[subset], data.y_train[subset]
-    if args.n_train is not None and len(args.seed) > 1:
-        printer("note: the --n_train subset is drawn with the first seed for every seed")
-
+    strategy = utils.run_strategy(args, printer)
+    data = utils.load_training_data(args, printer)
     runs = [(seed, pattern, ratio, run_dir(args, data.name, pattern, ratio, seed))
             for seed in args.seed for pattern in args.noise_pattern
             for ratio in args.noisy_ratio]
-    todo, points = [], []
-    for seed, pattern, ratio, out in runs:  # check every directory before any training
-        done = os.path.isfile(os.path.join(out, "summary.json"))
-        if done and args.skip_existing:
-            printer(f"skip (finished earlier): {out}")
-            points.append(utils.read_json(os.path.join(out, "summary.json")))
-            continue
-        if os.path.isdir(out) and os.listdir(out) and not args.overwrite:
-            utils.prepare_run_dir(out)  # raises the explanatory FileExistsError
-        todo.append((seed, pattern, ratio, out))
+    todo, points = utils.plan_runs([r[-1] for r in runs], skip_existing=args.skip_existing,
+                                   overwrite=args.overwrite, printer=printer)
+    todo = [runs[k] for k in todo]
 
     model = initial = current_seed = None
     for k, (seed, pattern, ratio, out) in enumerate(todo, 1):
         if seed != current_seed:
             keras.utils.set_random_seed(seed)  # same init for every ratio of a seed
-            with strategy.scope():  # --devices: build and compile on the chosen devices
-                net = models.build_model(args.arch, data.input_shape, data.num_classes)
-                utils.sync_batchnorm(net, strategy)
-                model = utils.compile_classifier(net, lr=args.lr)
+            model = utils.build_classifier(args, data, strategy)
             initial, current_seed = model.get_weights(), seed
         utils.prepare_run_dir(out, overwrite=args.overwrite)
         utils.write_json(os.path.join(out, "config.json"), utils.run_config(

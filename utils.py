@@ -247,17 +247,29 @@ def make_augmenter(kind, *, seed):
 
 
 def make_train_dataset(x, y, *, batch_size, augment="none", seed=0, shuffle=True):
-    """A tf.data pipeline: shuffle each epoch, batch, augment in the pipeline, prefetch."""
+    """A tf.data pipeline: shuffle each epoch, batch, augment in the pipeline, prefetch.
+
+    The images stay in memory once (as uint8 when they are exactly k/255, as CIFAR's are,
+    converted back per batch bit for bit); the pipeline shuffles indices and gathers each
+    batch. Same order as shuffling the (image, label) pairs with the same seed, but without
+    a full-size shuffle buffer (a second copy of the data) or per-image work.
+    """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    pixels, to_float = _pixels_in_memory(x)
+    labels = tf.constant(y)
+    ds = tf.data.Dataset.range(len(x))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
     augmenter = make_augmenter(augment, seed=seed)
-    if augmenter is not None:
-        ds = ds.map(lambda xb, yb: (augmenter(xb, training=True), yb),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+
+    def gather(idx):
+        xb = to_float(tf.gather(pixels, idx))
+        if augmenter is not None:
+            xb = augmenter(xb, training=True)
+        return xb, tf.gather(labels, idx)
+
+    ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -269,26 +281,31 @@ def make_coteaching_dataset(x, y, clean, s_idx, c_idx, *, batch_size, c_batch_si
 
     Yields ``({"image": (b, h, w, ch), "from_s": (b,) float32, "clean": (b,) float32}, y)``
     with the S part first. ``clean`` (true label == noisy label) is for tracking only.
+    Like :func:`make_train_dataset` it shuffles indices into one in-memory copy of ``x``.
     """
     import tensorflow as tf
 
-    def part(idx, flag, size, seed_, repeat):
-        ds = tf.data.Dataset.from_tensor_slices(
-            (x[idx], y[idx], clean[idx].astype(np.float32),
-             np.full(len(idx), flag, np.float32)))
+    pixels, to_float = _pixels_in_memory(x)
+    labels, clean_f = tf.constant(y), tf.constant(np.asarray(clean, np.float32))
+
+    def part(idx, size, seed_, repeat):
+        ds = tf.data.Dataset.from_tensor_slices(np.asarray(idx, np.int64))
         ds = ds.shuffle(len(idx), seed=seed_, reshuffle_each_iteration=True)
         return ds.repeat().batch(size, drop_remainder=True) if repeat else ds.batch(size)
 
-    ds = part(s_idx, 1.0, batch_size, seed, False)
+    ds = part(s_idx, batch_size, seed, False).map(lambda i: (i, tf.ones_like(i, tf.float32)))
     if c_batch_size > 0 and len(c_idx):
-        ds = tf.data.Dataset.zip(ds, part(c_idx, 0.0, c_batch_size, seed + 1, True)).map(
-            lambda a, b: tuple(tf.concat([u, v], 0) for u, v in zip(a, b)))
+        ds = tf.data.Dataset.zip(ds, part(c_idx, c_batch_size, seed + 1, True)).map(
+            lambda s, c: (tf.concat([s[0], c], 0),
+                          tf.concat([s[1], tf.zeros_like(c, tf.float32)], 0)))
     augmenter = make_augmenter(augment, seed=seed)
 
-    def to_inputs(xb, yb, cb, fb):
+    def to_inputs(idx, from_s):
+        xb = to_float(tf.gather(pixels, idx))
         if augmenter is not None:
             xb = augmenter(xb, training=True)
-        return {"image": xb, "from_s": fb, "clean": cb}, yb
+        return ({"image": xb, "from_s": from_s, "clean": tf.gather(clean_f, idx)},
+                tf.gather(labels, idx))
 
     return ds.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -492,10 +509,16 @@ class JsonlLogger(keras.callbacks.Callback):
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 
 
-def compile_classifier(model, *, lr=1e-3):
-    """Adam + sparse cross-entropy on softmax outputs + accuracy, as the authors compiled."""
+def compile_classifier(model, *, lr=1e-3, steps_per_execution=1, jit_compile="auto"):
+    """Adam + sparse cross-entropy on softmax outputs + accuracy, as the authors compiled.
+
+    ``steps_per_execution`` > 1 runs that many steps per call of the compiled function
+    (less Python per step; callbacks then see logs every that many batches).
+    ``jit_compile``: Keras' "auto" leaves XLA off on a CPU (it is ~2x slower there).
+    """
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution, jit_compile=jit_compile)
     return model
 
 
@@ -541,6 +564,29 @@ def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
     probs = model.predict(x_held, batch_size=1024, verbose=0)
     best = monitor.best_epoch + 1 if keep_best and monitor.best_epoch is not None else None
     return probs, {"history": history.history, "best_epoch": best}
+
+
+def _pixels_in_memory(x, chunk=4096):
+    """``x`` as one in-memory tensor and the per-batch function that restores float32.
+
+    float32 images that are exactly k/255 (CIFAR, uint8 files) are kept as uint8 (a quarter
+    of the memory): ``cast(q) / 255`` in TensorFlow rounds exactly as ``load_dataset``'s numpy
+    division did, so the model sees the same bits. Anything else is kept as it is.
+    """
+    import tensorflow as tf
+
+    x = np.asarray(x)
+    if x.dtype == np.float32 and x.size:
+        q = np.empty(x.shape, np.uint8)
+        for i in range(0, len(x), chunk):  # chunked: no full-size float temporary
+            part = x[i:i + chunk]
+            q[i:i + chunk] = np.clip(np.rint(part * 255), 0, 255)
+            if not np.array_equal(q[i:i + chunk].astype(np.float32) / np.float32(255), part):
+                break
+        else:
+            return tf.constant(q), lambda b: tf.cast(b, tf.float32) / 255.0
+    return tf.constant(x), lambda b: b
+
 
 
 # --------------------------------------------------------------------------- devices
@@ -780,6 +826,104 @@ def cli(main, args):
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch size"):
+    """The flags both scripts share (data, noise, network, seeds, results, devices)."""
+    import noise  # here, not at the top: utils must import without the scripts' modules
+    import models
+
+    p = parser
+    p.add_argument("--dataset", type=str, default="cifar10",
+                   help="cifar10, cifar100, digits (bundled with scikit-learn) or a path to "
+                        "an .npz with x_train, y_train, x_test, y_test")
+    p.add_argument("--data_dir", type=str, default="data",
+                   help="folder holding cifar-10-batches-py / cifar-100-python")
+    p.add_argument("--no_download", action="store_true",
+                   help="never try Keras' CIFAR download when the files are not in --data_dir")
+    p.add_argument("--noise_pattern", type=str, nargs="+", default=["sym"],
+                   choices=noise.PATTERNS, help="noise pattern(s); each is run")
+    p.add_argument("--noisy_ratio", "--noise_ratio", dest="noisy_ratio", type=float,
+                   nargs="+", default=[0.5], help="noise ratio(s) e in [0, 1]; each is run")
+    p.add_argument("--arch", type=str, default=arch, choices=models.MODEL_NAMES, help=arch_help)
+    p.add_argument("--batch_size", type=int, default=128, help=batch_help)
+    p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
+    p.add_argument("--augment", type=str, default="auto", choices=AUGMENTATIONS,
+                   help="standard = shift 4/32 + horizontal flip (authors'); auto = standard, "
+                        "none for digits")
+    p.add_argument("--n_train", type=int, default=None,
+                   help="use a seeded stratified subset of this many training images")
+    p.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="seed(s) for noise, splits, init and augmentation; each is run")
+    p.add_argument("--results_dir", type=str, default="results", help="where runs are written")
+    p.add_argument("--overwrite", action="store_true", help="replace existing run directories")
+    p.add_argument("--skip_existing", action="store_true",
+                   help="skip runs whose summary.json exists (continue a grid)")
+    p.add_argument("--devices", type=str, default="default", choices=DEVICES, help=DEVICES_HELP)
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                   help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
+
+
+def check_run_arguments(parser, args, *, positive=("epochs", "batch_size")):
+    """Reject flag values no run could use, through ``parser.error`` (exit status 2)."""
+    for e in args.noisy_ratio:
+        if not 0.0 <= e <= 1.0:
+            parser.error(f"--noisy_ratio must be in [0, 1], got {e}")
+    for flag in positive:
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
+    if args.n_train is not None and args.n_train < 4:
+        parser.error(f"--n_train must be at least 4, got {args.n_train}")
+
+
+def load_training_data(args, printer):
+    """The dataset of ``--dataset``, its training part cut to the ``--n_train`` subset."""
+    data = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+    subset = stratified_subset(data.y_train, args.n_train, seed=args.seed[0])
+    data.x_train, data.y_train = data.x_train[subset], data.y_train[subset]
+    if args.n_train is not None and len(args.seed) > 1:
+        printer("note: the --n_train subset is drawn with the first seed for every seed")
+    return data
+
+
+def plan_runs(run_dirs, *, skip_existing=False, overwrite=False, resume=False, printer=None):
+    """Check every run directory before any training starts.
+
+    Returns the indices of the runs to do and the summaries of finished runs skipped with
+    ``skip_existing``; raises FileExistsError for an earlier run that would be overwritten
+    without ``overwrite`` (or continued without ``resume``).
+    """
+    todo, done = [], []
+    for k, out in enumerate(run_dirs):
+        summary = os.path.join(out, "summary.json")
+        if skip_existing and os.path.isfile(summary):
+            if printer:
+                printer(f"skip (finished earlier): {out}")
+            done.append(read_json(summary))
+            continue
+        if os.path.isdir(out) and os.listdir(out) and not (overwrite or resume):
+            prepare_run_dir(out)  # raises the explanatory FileExistsError
+        todo.append(k)
+    return todo, done
+
+
+def run_strategy(args, printer):
+    """``--devices``' strategy, checked against ``--batch_size``; says which devices train."""
+    strategy = device_strategy(args.devices)
+    if args.devices == "all":
+        printer(describe_strategy(strategy))
+    check_batch_size(args.batch_size, strategy)
+    return strategy
+
+
+def build_classifier(args, data, strategy):
+    """``--arch`` for ``data``, compiled as the authors did, on ``--devices``' strategy."""
+    import models
+
+    with strategy.scope():
+        net = models.build_model(args.arch, data.input_shape, data.num_classes)
+        sync_batchnorm(net, strategy)
+        return compile_classifier(net, lr=args.lr)
 
 
 # --------------------------------------------------------------------------- plots
