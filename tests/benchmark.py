@@ -74,11 +74,7 @@ import tensorflow as tf
 
 import models
 import utils
-
-try:
-    from models import CoTeaching
-except ImportError:  # until the fused step moves into models.py
-    from coteaching_draft import CoTeaching
+from models import CoTeaching
 
 
 # --------------------------------------------------------------------------- FLOPs and peak
