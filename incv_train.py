@@ -212,15 +212,15 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
     keras.utils.set_random_seed(seed)
     strategy = utils.device_strategy(args.devices)
     with strategy.scope():  # --devices: build, compile and make the optimizers on them
-        nets = [models.build_model(args.arch, data.input_shape, data.num_classes)
-                for _ in range(1 if standard else 2)]
-        for net in nets:
-            utils.sync_batchnorm(net, strategy)
         if standard:
-            model = utils.compile_classifier(nets[0], lr=args.lr)
-            model.optimizer.build(model.trainable_variables)
-            optimizers, on_epoch = [model.optimizer], None
+            model = utils.build_classifier(args, data, strategy)
+            model.optimizer.build(model.trainable_variables)  # so --resume can restore it
+            nets, optimizers, on_epoch = [model], [model.optimizer], None
         else:
+            nets = [models.build_model(args.arch, data.input_shape, data.num_classes)
+                    for _ in range(2)]
+            for net in nets:
+                utils.sync_batchnorm(net, strategy)
             model = models.CoTeaching(*nets)
             optimizers = [keras.optimizers.Adam(args.lr), keras.optimizers.Adam(args.lr)]
             model.compile(optimizer1=optimizers[0], optimizer2=optimizers[1])
@@ -265,11 +265,10 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
             data.x_train, y_noisy, clean, s_idx, c_idx, batch_size=args.batch_size,
             c_batch_size=cb, augment=aug, seed=seed)
         # Batches come from S alone for 0-based epochs <= warmup, then S joined by C.
-        phases = [(make(0), min(warmup + 1, args.epochs))]
         if c_batch > 0 and warmup + 1 < args.epochs:
-            phases.append((make(c_batch), args.epochs))
+            phases = [(make(0), warmup + 1), (make(c_batch), args.epochs)]
         else:
-            phases[0] = (phases[0][0], args.epochs)
+            phases = [(make(0), args.epochs)]
     for ds, end in phases:
         if start < end:
             model.fit(ds, epochs=end, initial_epoch=start, validation_data=test,
