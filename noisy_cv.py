@@ -31,15 +31,12 @@ import time
 
 import numpy as np
 
-# oneDNN kernels: TensorFlow turns them on by default only on AVX-512 CPUs, yet they train
-# 1.4-1.5x faster on AVX2 CPUs too (tests/benchmark.py --onednn off); only float rounding
-# order changes. Must be set before TensorFlow loads; an explicit setting wins.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-import keras  # noqa: E402
-
-import noise  # noqa: E402
-import utils  # noqa: E402
+import devices
+import metrics
+import noise
+import plots
+import utils
+from data import load_training_data, resolve_augmentation, split_halves
 
 # Authors' theory-run schedule: Adam 1e-3, x0.1 after epoch 80, 0.01 after 120,
 # 0.001 after 160, 0.0005 after 180 (of 200); scaled to --epochs.
@@ -71,7 +68,7 @@ def summarize(*, y_true, y_noisy, idx_held, probs, test_probs, y_test, pattern, 
     yt, yn = y_true[idx_held], y_noisy[idx_held]
     pred = probs.argmax(1)
     selected = pred == yn
-    sel = utils.selection_metrics(yt, yn, selected)
+    sel = metrics.selection_metrics(yt, yn, selected)
     T = noise.transition_matrix(pattern, ratio, num_classes)
     prior = np.bincount(yt, minlength=num_classes)
     noisy_acc = float(selected.mean())
@@ -85,9 +82,9 @@ def summarize(*, y_true, y_noisy, idx_held, probs, test_probs, y_test, pattern, 
         "actual_noise_ratio": noise.actual_noise_ratio(y_true, y_noisy),
         "held_out_noise_ratio": noise.actual_noise_ratio(yt, yn),
         "estimated_noise_ratio": noise.estimate_noise_ratio(noisy_acc, num_classes),
-        "confusion_matrix": utils.normalized_confusion(yt, pred, num_classes),
+        "confusion_matrix": metrics.normalized_confusion(yt, pred, num_classes),
         "transition_matrix": T,
-        "empirical_transition_matrix": utils.normalized_confusion(yt, yn, num_classes),
+        "empirical_transition_matrix": metrics.normalized_confusion(yt, yn, num_classes),
         "theory": {"accuracy": noise.expected_accuracy(T, prior),
                    "label_precision": noise.expected_label_precision(T, prior),
                    "label_recall": noise.expected_label_recall(T, prior)},
@@ -97,19 +94,21 @@ def summarize(*, y_true, y_noisy, idx_held, probs, test_probs, y_test, pattern, 
 
 def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, printer):
     """One noisy cross-validation run into ``out``; returns its summary."""
+    import training
+
     y_noisy = noise.add_noise(data.y_train, pattern, ratio, num_classes=data.num_classes,
                               seed=utils.rng_for(seed, "noise"))
-    idx_fit, idx_held = utils.split_halves(len(y_noisy), rng=utils.rng_for(seed, "split"))
+    idx_fit, idx_held = split_halves(len(y_noisy), rng=utils.rng_for(seed, "split"))
     utils.save_npz(os.path.join(out, "labels.npz"), y_true=data.y_train, y_noisy=y_noisy,
                    idx_fit=idx_fit, idx_held=idx_held)
     t0 = time.time()
-    schedule = utils.PiecewiseLR(args.lr, LR_BOUNDARIES, LR_FACTORS,
+    schedule = training.PiecewiseLR(args.lr, LR_BOUNDARIES, LR_FACTORS,
                                  paper_epochs=PAPER_EPOCHS, epochs=args.epochs)
-    probs, info = utils.train_and_predict(
+    probs, info = training.train_and_predict(
         model, initial_weights, data.x_train[idx_fit], y_noisy[idx_fit],
         data.x_train[idx_held], y_noisy[idx_held], epochs=args.epochs,
         batch_size=args.batch_size, schedule=schedule,
-        augment=utils.resolve_augmentation(args.augment, data.name), seed=seed,
+        augment=resolve_augmentation(args.augment, data.name), seed=seed,
         y_held_true=data.y_train[idx_held], log_path=os.path.join(out, "log.jsonl"),
         verbose=args.verbose, printer=printer)
     test_probs = model.predict(data.x_test, batch_size=1024, verbose=0)
@@ -120,7 +119,7 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
                         ratio=ratio, num_classes=data.num_classes)
     summary.update(dataset=data.name, arch=args.arch, pattern=pattern, ratio=ratio, seed=seed,
                    epochs=args.epochs, seconds=round(time.time() - t0, 1))
-    utils.plot_confusion_vs_transition(
+    plots.plot_confusion_vs_transition(
         np.asarray(summary["confusion_matrix"]), summary["transition_matrix"],
         os.path.join(out, "confusion.png"),
         title=f"{data.name} {args.arch}, {pattern} e={ratio:g}, seed {seed}: held-out "
@@ -130,9 +129,14 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
 
 
 def main(args):
+    utils.load_tensorflow()
+    import keras
+
+    import training  # Keras-based: after load_tensorflow()
+
     printer = print
-    strategy = utils.run_strategy(args, printer)
-    data = utils.load_training_data(args, printer)
+    strategy = devices.run_strategy(args, printer)
+    data = load_training_data(args, printer)
     runs = [(seed, pattern, ratio, run_dir(args, data.name, pattern, ratio, seed))
             for seed in args.seed for pattern in args.noise_pattern
             for ratio in args.noisy_ratio]
@@ -144,7 +148,7 @@ def main(args):
     for k, (seed, pattern, ratio, out) in enumerate(todo, 1):
         if seed != current_seed:
             keras.utils.set_random_seed(seed)  # same init for every ratio of a seed
-            model = utils.build_classifier(args, data, strategy)
+            model = training.build_classifier(args, data, strategy)
             initial, current_seed = model.get_weights(), seed
         utils.prepare_run_dir(out, overwrite=args.overwrite)
         utils.write_json(os.path.join(out, "config.json"), utils.run_config(
@@ -165,11 +169,16 @@ def main(args):
         keys = ("pattern", "ratio", "seed", "noisy_accuracy", "label_precision",
                 "label_recall", "test_accuracy", "theory")
         utils.write_json(base + ".json", [{k: p.get(k) for k in keys} for p in points])
-        utils.plot_theory_sweep(points, base + ".png", num_classes=data.num_classes,
+        plots.plot_theory_sweep(points, base + ".png", num_classes=data.num_classes,
                                 title=f"{data.name}, {args.arch}, {args.epochs} epochs")
         printer(f"figure: {base}.png")
     return points
 
 
-if __name__ == "__main__":
+def entry_point():
+    """The console command (``pip install .``): parse, run, exit with the status."""
     sys.exit(utils.cli(main, parse_args()))
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -6,9 +6,9 @@
 Prints a Markdown table and writes JSON (atomically, utils.write_json) to --out. Paths, all on
 the same random CIFAR-shaped data (uint8 pixels / 255, like CIFAR; labels 0..9) and network:
 
-  keras_fit       our one-network training: utils.make_train_dataset (authors' shift + flip)
-                  + utils.compile_classifier + model.fit, whole epochs, pipeline included.
-  coteaching_fit  our fused Co-teaching: CoTeaching + utils.make_coteaching_dataset + fit.
+  keras_fit       our one-network training: datasets.make_train_dataset (authors' shift + flip)
+                  + training.compile_classifier + model.fit, whole epochs, pipeline included.
+  coteaching_fit  our fused Co-teaching: CoTeaching + datasets.make_coteaching_dataset + fit.
   authors_loop    the authors' Co-teaching loop ported as is: per batch their augmentation
                   (the same Keras layers, called on the numpy batch), model.predict twice,
                   numpy cross-entropy + argsort, train_on_batch twice on the kept samples.
@@ -72,9 +72,11 @@ sys.path.insert(0, ROOT)
 import keras
 import tensorflow as tf
 
+import data as datasets
 import models
+import training
 import utils
-from models import CoTeaching
+from coteaching import CoTeaching
 
 
 # --------------------------------------------------------------------------- FLOPs and peak
@@ -122,9 +124,9 @@ def build(args, data):
 
 
 def keras_fit(args, data):
-    model = utils.compile_classifier(build(args, data),
+    model = training.compile_classifier(build(args, data),
                                      steps_per_execution=args.steps_per_execution)
-    ds = utils.make_train_dataset(data["x"], data["y"], batch_size=args.batch_size,
+    ds = datasets.make_train_dataset(data["x"], data["y"], batch_size=args.batch_size,
                                   augment="standard", seed=0)
 
     def epoch():
@@ -140,7 +142,7 @@ def coteaching_fit(args, data):
     cot.forget_rate.assign(args.forget_rate)
     n = len(data["y"])
     # All images in S, C empty: the same batches of --batch_size as the other paths.
-    ds = utils.make_coteaching_dataset(data["x"], data["y"], data["clean"], np.arange(n),
+    ds = datasets.make_coteaching_dataset(data["x"], data["y"], data["clean"], np.arange(n),
                                        np.arange(0), batch_size=args.batch_size,
                                        c_batch_size=0, augment="standard", seed=0)
 
@@ -152,8 +154,8 @@ def coteaching_fit(args, data):
 
 def authors_loop(args, data):
     """Their per-step Python loop, with Keras 3 calls in place of Keras 2's."""
-    nets = [utils.compile_classifier(build(args, data)) for _ in range(2)]
-    augment = utils.make_augmenter("standard", seed=0)
+    nets = [training.compile_classifier(build(args, data)) for _ in range(2)]
+    augment = datasets.make_augmenter("standard", seed=0)
     rng = np.random.default_rng(0)
     x, y = data["x"], data["y"]
 
@@ -176,14 +178,14 @@ def authors_loop(args, data):
 
 
 def predict(args, data):
-    model = utils.compile_classifier(build(args, data))
+    model = training.compile_classifier(build(args, data))
     reps = -(-args.predict_images // len(data["y"]))
     x = np.concatenate([data["x"]] * reps)[:args.predict_images]
     return lambda: len(model.predict(x, batch_size=1024, verbose=0))
 
 
 def pipeline(args, data):
-    ds = utils.make_train_dataset(data["x"], data["y"], batch_size=args.batch_size,
+    ds = datasets.make_train_dataset(data["x"], data["y"], batch_size=args.batch_size,
                                   augment="standard", seed=0)
     return lambda: sum(int(yb.shape[0]) for _, yb in ds)
 

@@ -1,4 +1,4 @@
-"""Tests of the fused Co-teaching training step (models.CoTeaching).
+"""Tests of the fused Co-teaching training step (coteaching.CoTeaching).
 
 The networks are Input(4) -> Dense(3, softmax) without BatchNorm, so every per-sample loss,
 pick and SGD update can be recomputed exactly with numpy: the gradient of the mean
@@ -12,7 +12,7 @@ import pytest
 import keras
 import tensorflow as tf
 
-from models import CoTeaching
+from coteaching import CoTeaching
 
 N_IN, N_CLS, LR = 4, 3, 0.1
 

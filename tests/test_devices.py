@@ -1,4 +1,4 @@
-"""--devices: data-parallel training with tf.distribute.MirroredStrategy (utils.device_strategy).
+"""--devices: data-parallel training with tf.distribute.MirroredStrategy (devices.device_strategy).
 
 The CPU is split into two logical devices, which must happen before TensorFlow initialises,
 so the two-replica checks run in subprocesses (the scripts below, started together so that they
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-import utils
+import devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOL = 1e-5  # float32 rounding: the two-replica gradient is a sum of two partial sums
@@ -32,6 +32,9 @@ import keras
 import incv_train
 import models
 import utils
+import coteaching
+import devices
+import training
 
 T0 = time.time()
 out = {"seconds": {}}
@@ -42,17 +45,17 @@ def lap(name):
 '''
 
 STEPS = TWO_CPUS + r'''
-mirrored = utils.device_strategy("all")
-default = utils.device_strategy("default")
+mirrored = devices.device_strategy("all")
+default = devices.device_strategy("default")
 out["replicas"] = mirrored.num_replicas_in_sync
-out["same_object"] = utils.device_strategy("all") is mirrored
-out["describe"] = utils.describe_strategy(mirrored)
+out["same_object"] = devices.device_strategy("all") is mirrored
+out["describe"] = devices.describe_strategy(mirrored)
 try:
-    utils.check_batch_size(15, mirrored)
+    devices.check_batch_size(15, mirrored)
     out["odd_batch_error"] = None
 except ValueError as err:
     out["odd_batch_error"] = str(err)
-utils.check_batch_size(16, mirrored)
+devices.check_batch_size(16, mirrored)
 N_IN, HID, N_CLS, B = 5, 6, 3, 16
 rng = np.random.RandomState(0)
 x = rng.normal(0, 1, (B, N_IN)).astype("float32")
@@ -80,7 +83,7 @@ def one_batch(inputs, labels):  # a tf.data batch: fit distributes (splits) it a
     return tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(len(labels))
 
 
-# (a) single network compiled as utils.compile_classifier does (sparse cross-entropy on the
+# (a) single network compiled as training.compile_classifier does (sparse cross-entropy on the
 # softmax, accuracy) but with plain SGD: Adam's first steps do not depend on the gradient's
 # scale, so they could not reveal a wrongly scaled (e.g. summed, not averaged) gradient.
 def classifier_step(strategy):
@@ -99,9 +102,9 @@ out["classifier"] = {"diff": maxdiff(w1, w2), "moved": maxdiff(w1, mlp(1).get_we
 lap("a")
 # (b) Co-teaching, forget rate 0 on an all-S batch: identical maths on 1 and 2 replicas, even
 # when the batch does not split evenly (15 = 8 + 7: the mean is over all picks, not of means).
-def coteaching(strategy, rate, inputs, labels, lr=0.5):
+def run_coteaching(strategy, rate, inputs, labels, lr=0.5):
     with strategy.scope():
-        model = models.CoTeaching(mlp(1), mlp(2))
+        model = coteaching.CoTeaching(mlp(1), mlp(2))
         model.compile(keras.optimizers.SGD(lr), keras.optimizers.SGD(lr))
     model.forget_rate.assign(rate)
     logs = model.fit(one_batch(inputs, labels), epochs=1, verbose=0).history
@@ -109,8 +112,8 @@ def coteaching(strategy, rate, inputs, labels, lr=0.5):
 
 clean = (rng.uniform(size=B) < 0.7).astype("float32")
 all_s = {"image": x[:15], "from_s": np.ones(15, "float32"), "clean": clean[:15]}
-(m1, l1), (m2, l2) = (coteaching(default, 0.0, all_s, y[:15]),
-                      coteaching(mirrored, 0.0, all_s, y[:15]))
+(m1, l1), (m2, l2) = (run_coteaching(default, 0.0, all_s, y[:15]),
+                      run_coteaching(mirrored, 0.0, all_s, y[:15]))
 out["coteaching_r0"] = {"diff": maxdiff(cw(m1), cw(m2)),
                         "moved": maxdiff(cw(m1), mlp(1).get_weights() + mlp(2).get_weights()),
                         "logs1": l1, "logs2": l2}
@@ -126,10 +129,10 @@ xs, ys = x[:n], y[:n]
 mixed = {"image": xs, "from_s": (np.arange(n) < n_s).astype("float32"),
          "clean": clean[:n]}
 share = lambda d, sl: {k: v[sl] for k, v in d.items()}
-(mm, lm) = coteaching(mirrored, 0.25, mixed, ys)
-(s0, k0) = coteaching(default, 0.25, share(mixed, slice(0, 6)), ys[:6])
-(s1, k1) = coteaching(default, 0.25, share(mixed, slice(6, n)), ys[6:])
-(whole, kw) = coteaching(default, 0.25, mixed, ys)
+(mm, lm) = run_coteaching(mirrored, 0.25, mixed, ys)
+(s0, k0) = run_coteaching(default, 0.25, share(mixed, slice(0, 6)), ys[:6])
+(s1, k1) = run_coteaching(default, 0.25, share(mixed, slice(6, n)), ys[6:])
+(whole, kw) = run_coteaching(default, 0.25, mixed, ys)
 per_share = [(4 * a + 3 * b) / 7 for a, b in zip(cw(s0), cw(s1))]
 out["coteaching_r025"] = {
     "diff_to_mean_of_shares": maxdiff(cw(mm), per_share),
@@ -138,7 +141,7 @@ out["coteaching_r025"] = {
     "loss1": lm["loss1"], "loss1_shares": [k0["loss1"], k1["loss1"]]}
 
 lap("coteaching")
-# (d) BatchNorm with utils.sync_batchnorm: same initial weights (same seed) under the scope,
+# (d) BatchNorm with devices.sync_batchnorm: same initial weights (same seed) under the scope,
 # same step, one moving mean per replica that stays equal, and no NaN when a replica's share
 # is empty (a last batch of one sample).
 def bn_net(strategy):
@@ -148,7 +151,7 @@ def bn_net(strategy):
         h = keras.layers.BatchNormalization(momentum=0.5, name="bn")(keras.layers.Dense(HID)(inp))
         h = keras.layers.Activation("relu")(h)
         net = keras.Model(inp, keras.layers.Dense(N_CLS, activation="softmax")(h))
-        switched = utils.sync_batchnorm(net, strategy)
+        switched = devices.sync_batchnorm(net, strategy)
         net.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
     return net, switched
 
@@ -159,7 +162,7 @@ for c in (c1, c2):
     c.fit(one_batch(x, y), verbose=0)
 out["bn_step_diff"] = maxdiff(c1.get_weights(), c2.get_weights())
 out["bn_moved"] = maxdiff(c1.get_weights(), bn_net(default)[0].get_weights())
-# Keras needs the first batch of a fit to split evenly (utils.check_batch_size): 16, then 1.
+# Keras needs the first batch of a fit to split evenly (devices.check_batch_size): 16, then 1.
 x17, y17 = np.concatenate([x, x[:1] + 1]), np.concatenate([y, y[:1]])
 c2.fit(tf.data.Dataset.from_tensor_slices((x17, y17)).batch(16), verbose=0)
 copies = [np.asarray(v) for v in c2.get_layer("bn").moving_mean.value.values]
@@ -271,13 +274,13 @@ def test_all_devices_falls_back_on_one_device():
     if len(tf.config.list_logical_devices("CPU")) > 1 and not tf.config.list_logical_devices(
             "GPU"):
         pytest.skip("several logical CPU devices configured in this process")
-    strategy = utils.device_strategy("all")
+    strategy = devices.device_strategy("all")
     assert strategy.num_replicas_in_sync == 1
-    assert strategy is utils.device_strategy("default")
-    assert len(utils.strategy_devices(strategy)) == 1
-    text = utils.describe_strategy(strategy)
+    assert strategy is devices.device_strategy("default")
+    assert len(devices.strategy_devices(strategy)) == 1
+    text = devices.describe_strategy(strategy)
     assert "only one device is visible" in text and "no MirroredStrategy" in text
-    utils.check_batch_size(127, strategy)  # any batch size on one device
+    devices.check_batch_size(127, strategy)  # any batch size on one device
 
 
 def test_devices_flag():
@@ -290,4 +293,4 @@ def test_devices_flag():
         with pytest.raises(SystemExit):
             mod.parse_args(["--devices", "gpu"])
     with pytest.raises(ValueError, match="--devices"):
-        utils.device_strategy("gpus")
+        devices.device_strategy("gpus")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import incv_train
 import noise
+import incv
 
 C = 10
 
@@ -43,7 +43,7 @@ def test_incv_follows_the_paper_step_by_step(pattern, agree_fraction):
     n = 400
     y_true, y_noisy, agree = _setting(n, agree_fraction)
     train = ScriptedTraining(y_noisy, agree)
-    st = incv_train.incv_select(y_noisy, num_classes=C, pattern=pattern, train_fn=train,
+    st = incv.incv_select(y_noisy, num_classes=C, pattern=pattern, train_fn=train,
                                 seed=3, iterations=4, y_true=y_true)
     assert len(train.calls) == 8
 
@@ -87,7 +87,7 @@ def test_incv_estimate_matches_the_authors_search():
     n = 1000
     y_true, y_noisy, agree = _setting(n, 0.3, seed=1)
     train = ScriptedTraining(y_noisy, agree)
-    st = incv_train.incv_select(y_noisy, num_classes=C, pattern="sym", seed=0, iterations=1,
+    st = incv.incv_select(y_noisy, num_classes=C, pattern="sym", seed=0, iterations=1,
                                 train_fn=train)
     held = train.calls[0][1]  # the authors: |S1| / (N / 2) from the first half's run
     acc = agree[held].sum() / (n / 2)
@@ -98,17 +98,17 @@ def test_incv_estimate_matches_the_authors_search():
 def test_resume_continues_from_a_saved_state():
     n = 300
     y_true, y_noisy, agree = _setting(n, 0.5)
-    full = incv_train.incv_select(y_noisy, num_classes=C, pattern="sym", seed=5,
+    full = incv.incv_select(y_noisy, num_classes=C, pattern="sym", seed=5,
                                   train_fn=ScriptedTraining(y_noisy, agree))
     saved = []
-    part = incv_train.incv_select(
+    part = incv.incv_select(
         y_noisy, num_classes=C, pattern="sym", seed=5, iterations=2,
         train_fn=ScriptedTraining(y_noisy, agree),
         on_iteration=lambda s: saved.append({k: (v.copy() if hasattr(v, "copy") else v)
                                              for k, v in s.items()}))
     assert len(saved) == 2 and len(part["iterations"]) == 2
     train = ScriptedTraining(y_noisy, agree)
-    resumed = incv_train.incv_select(y_noisy, num_classes=C, pattern="sym", seed=5,
+    resumed = incv.incv_select(y_noisy, num_classes=C, pattern="sym", seed=5,
                                      train_fn=train, state=saved[-1])
     assert len(train.calls) == 4  # only iterations 3 and 4 were trained
     assert np.array_equal(resumed["selected"], full["selected"])
@@ -117,15 +117,15 @@ def test_resume_continues_from_a_saved_state():
 
 def test_zero_removal_count_removes_nothing():
     idx = np.arange(10, 20)
-    assert incv_train.largest_loss(idx, np.arange(10.0), 0).size == 0
-    assert incv_train.largest_loss(idx, np.arange(10.0), 2).tolist() == [18, 19]
-    assert sorted(incv_train.largest_loss(idx, np.arange(10.0), 50)) == list(idx)
+    assert incv.largest_loss(idx, np.arange(10.0), 0).size == 0
+    assert incv.largest_loss(idx, np.arange(10.0), 2).tolist() == [18, 19]
+    assert sorted(incv.largest_loss(idx, np.arange(10.0), 50)) == list(idx)
 
 
 @pytest.mark.parametrize("pattern, e, k", [("sym", 0.2, 4), ("sym", 0.3, 4), ("sym", 0.31, 2),
                                            ("sym", 0.6, 2), ("sym", 0.61, 1), ("asym", 0.1, 1)])
 def test_k_best(pattern, e, k):
-    assert incv_train.k_best_for(pattern, e) == k
+    assert incv.k_best_for(pattern, e) == k
 
 
 def test_incv_csv_round_trip_and_mismatch(tmp_path):
@@ -133,14 +133,14 @@ def test_incv_csv_round_trip_and_mismatch(tmp_path):
     y_noisy = (y_true + (np.arange(20) % 3 == 0)) % C
     st = {"selected": np.arange(20) < 8, "candidate": np.arange(20) >= 12, "eval_ratio": 0.3}
     path = str(tmp_path / "sel.csv")
-    incv_train.write_incv_csv(path, y_true, y_noisy, st)
+    incv.write_incv_csv(path, y_true, y_noisy, st)
     header = open(path).readline().strip()
     assert header == "y,y_noisy,select,candidate,eval_ratio"
-    yn, back = incv_train.read_incv_csv(path, y_true)
+    yn, back = incv.read_incv_csv(path, y_true)
     assert np.array_equal(yn, y_noisy) and back["eval_ratio"] == 0.3
     assert np.array_equal(back["selected"], st["selected"])
     assert np.array_equal(back["candidate"], st["candidate"])
     with pytest.raises(ValueError, match="another training set"):
-        incv_train.read_incv_csv(path, y_true[:10])
+        incv.read_incv_csv(path, y_true[:10])
     with pytest.raises(FileNotFoundError, match="--incv_results"):
-        incv_train.read_incv_csv(str(tmp_path / "missing.csv"), y_true)
+        incv.read_incv_csv(str(tmp_path / "missing.csv"), y_true)

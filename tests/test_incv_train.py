@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import incv_train
-import utils
+import training
 
 BASE = ["--dataset", "digits", "--arch", "cnn", "--n_train", "300", "--incv_epochs", "2",
         "--incv_iterations", "2", "--epochs", "3", "--noise_pattern", "sym",
@@ -89,17 +89,17 @@ def test_saved_selection_is_reused_without_incv(finished, tmp_path):
 
 def test_killed_run_resumes(tmp_path, monkeypatch):
     argv = BASE + ["--results_dir", str(tmp_path)]
-    real = utils.EpochCheckpoint.on_epoch_end
+    real = training.EpochCheckpoint.on_epoch_end
 
     def die_after_two(self, epoch, logs=None):
         real(self, epoch, logs)
         if epoch == 1:
             raise KeyboardInterrupt  # the run is killed after saving epoch 2
 
-    monkeypatch.setattr(utils.EpochCheckpoint, "on_epoch_end", die_after_two)
+    monkeypatch.setattr(training.EpochCheckpoint, "on_epoch_end", die_after_two)
     with pytest.raises(KeyboardInterrupt):
         incv_train.main(incv_train.parse_args(argv))
-    monkeypatch.setattr(utils.EpochCheckpoint, "on_epoch_end", real)
+    monkeypatch.setattr(training.EpochCheckpoint, "on_epoch_end", real)
     out = os.path.join(tmp_path, "digits", "sym", "0.5", "incv", "seed0")
     assert not os.path.exists(os.path.join(out, "summary.json"))
     with pytest.raises(FileExistsError):

@@ -11,6 +11,7 @@ import pytest
 import noise
 import noisy_cv
 import utils
+import data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,7 +54,7 @@ def test_summary_agrees_with_saved_labels_and_predictions(finished):
         assert s["label_recall"] == pytest.approx((hit & clean).sum() / clean.sum())
         assert s["actual_noise_ratio"] == pytest.approx((lab["y_true"] != lab["y_noisy"]).mean())
         assert 0.3 < s["actual_noise_ratio"] < 0.5
-        test_y = utils.load_dataset("digits").y_test
+        test_y = data.load_dataset("digits").y_test
         assert s["test_accuracy"] == pytest.approx((pred["test_probs"].argmax(1) == test_y).mean())
         cm = np.array(s["confusion_matrix"])
         assert cm.shape == (10, 10) and np.allclose(cm.sum(1), 1)

@@ -1,4 +1,4 @@
-"""utils.py table: collect_runs / table_* / format_* on synthetic run directories."""
+"""table.py: collect_runs / table_* / format_* on synthetic run directories."""
 
 import csv
 import io
@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-import utils
+import table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_MD = "/work/shared/PAPER.md"
@@ -95,7 +95,7 @@ def _row(rows, **match):
 
 def test_collect_runs_statuses(results):
     root, paths = results
-    runs = utils.collect_runs([root, os.path.join(root, "cifar10")])  # overlap: read once
+    runs = table.collect_runs([root, os.path.join(root, "cifar10")])  # overlap: read once
     assert len(runs) == 17 + 1 + 3
     by_path = {r["path"]: r for r in runs}
     partial = by_path[os.path.normpath(paths["sym", 0.5, "incv", 2])]
@@ -107,13 +107,13 @@ def test_collect_runs_statuses(results):
 
 def test_accuracy_means_stds_counts(results):
     root, _ = results
-    rows = utils.table_accuracy(utils.collect_runs([root]))
+    rows = table.table_accuracy(table.collect_runs([root]))
     measured = [r for r in rows if r["source"] == "measured"]
     assert len(measured) == 6  # the incv_only run has no accuracy
     for (pattern, ratio, method), accs in ACC.items():
         vals = [100 * a for a in accs if isinstance(a, float)]
         r = _row(measured, setting=f"{pattern} {ratio:g}",
-                 method=utils.METHOD_LABELS[method])
+                 method=table.METHOD_LABELS[method])
         assert r["n"] == len(vals)
         assert r["accuracy_mean"] == pytest.approx(np.mean(vals))
         assert r["accuracy_std"] == pytest.approx(np.std(vals, ddof=1))
@@ -126,7 +126,7 @@ def test_accuracy_means_stds_counts(results):
 
 def test_paper_rows_for_the_settings_found(results):
     root, _ = results
-    paper = [r for r in utils.table_accuracy(utils.collect_runs([root]))
+    paper = [r for r in table.table_accuracy(table.collect_runs([root]))
              if r["source"] == "paper"]
     assert len(paper) == 6 * 2 and {r["setting"] for r in paper} == {"sym 0.5", "asym 0.4"}
     r = _row(paper, method="INCV + Co-teaching (paper)", setting="sym 0.5")
@@ -138,7 +138,7 @@ def test_paper_rows_for_the_settings_found(results):
 def test_paper_numbers_match_paper_md():
     with open(PAPER_MD) as f:
         text = f.read()
-    for name, values in utils.PAPER_CIFAR10.items():
+    for name, values in table.PAPER_CIFAR10.items():
         line = re.search(rf"^\| {re.escape(name)} \|(.*)\|$", text, re.M).group(1)
         cells = [tuple(float(x) for x in c.strip().split("+-")) for c in line.split("|")]
         assert cells == list(values), name
@@ -146,7 +146,7 @@ def test_paper_numbers_match_paper_md():
 
 def test_not_included_lists_partial_missing_and_incv_only(results):
     root, paths = results
-    rows = utils.table_not_included(utils.collect_runs([root]))
+    rows = table.table_not_included(table.collect_runs([root]))
     reasons = {r["path"]: r["reason"] for r in rows}
     assert "unfinished" in reasons[os.path.normpath(paths["sym", 0.5, "incv", 2])]
     assert "unfinished" in reasons[os.path.normpath(paths["cv_partial"])]
@@ -164,16 +164,16 @@ def test_duplicate_run_is_listed_not_averaged(results, tmp_path):
     root, paths = results
     copy = str(tmp_path / "elsewhere" / "seed0")
     shutil.copytree(paths["sym", 0.5, "standard", 0], copy)
-    runs = utils.collect_runs([root, str(tmp_path / "elsewhere")])
-    r = _row(utils.table_accuracy(runs), setting="sym 0.5", method="Standard")
+    runs = table.collect_runs([root, str(tmp_path / "elsewhere")])
+    r = _row(table.table_accuracy(runs), setting="sym 0.5", method="Standard")
     assert r["n"] == 3
-    dup = [x for x in utils.table_not_included(runs) if "duplicate" in x["reason"]]
+    dup = [x for x in table.table_not_included(runs) if "duplicate" in x["reason"]]
     assert len(dup) == 1
 
 
 def test_selection_noise_and_noisy_cv_tables(results):
     root, _ = results
-    tables = utils.build_tables(utils.collect_runs([root]))
+    tables = table.build_tables(table.collect_runs([root]))
     it2 = _row(tables["incv_selection"], setting="asym 0.4", iteration=2)
     assert it2["n"] == 3 and it2["selected_mean"] == pytest.approx(201.0)
     assert it2["label_precision_mean"] == pytest.approx(0.91)
@@ -198,7 +198,7 @@ def test_selection_noise_and_noisy_cv_tables(results):
 
 def test_markdown_output(results):
     root, paths = results
-    md = utils.format_markdown(utils.build_tables(utils.collect_runs([root])))
+    md = table.format_markdown(table.build_tables(table.collect_runs([root])))
     assert "| method | sym 0.5 | asym 0.4 |" in md
     std = np.std([85.0, 84.0], ddof=1)
     assert f"| INCV + Co-teaching | 84.50 ± {std:.2f} (n=2) | 86.00 ± 1.00 (n=3) |" in md
@@ -214,8 +214,8 @@ def test_markdown_output(results):
 
 def test_csv_output_parses_back(results):
     root, _ = results
-    tables = utils.build_tables(utils.collect_runs([root]))
-    rows = list(csv.DictReader(io.StringIO(utils.format_csv(tables))))
+    tables = table.build_tables(table.collect_runs([root]))
+    rows = list(csv.DictReader(io.StringIO(table.format_csv(tables))))
     assert len(rows) == sum(len(t) for t in tables.values())
     acc = [r for r in rows if r["table"] == "accuracy"]
     r = _row(acc, setting="sym 0.5", method="Standard", source="measured")
@@ -228,28 +228,28 @@ def test_csv_output_parses_back(results):
 
 def test_single_seed_has_no_std(tmp_path):
     _train_run(str(tmp_path), "sym", 0.2, "standard", 0, 0.5)
-    tables = utils.build_tables(utils.collect_runs([str(tmp_path)]))
+    tables = table.build_tables(table.collect_runs([str(tmp_path)]))
     r = _row(tables["accuracy"], source="measured")
     assert (r["n"], r["accuracy_mean"], r["accuracy_std"]) == (1, 50.0, None)
-    assert "| Standard | 50.00 (n=1) |" in utils.format_markdown(tables)
+    assert "| Standard | 50.00 (n=1) |" in table.format_markdown(tables)
     assert tables["not_included"] == []
 
 
 def test_bad_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        utils.collect_runs([str(tmp_path / "nowhere")])
+        table.collect_runs([str(tmp_path / "nowhere")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no runs under .*empty"):
-        utils.collect_runs([str(tmp_path / "empty")])
+        table.collect_runs([str(tmp_path / "empty")])
 
 
 def test_out_writes_markdown_and_csv(results, tmp_path, monkeypatch):
     root, _ = results
     out = str(tmp_path / "report" / "table.md")
-    monkeypatch.setattr(sys, "argv", ["utils.py", "table", root, "--format", "both",
+    monkeypatch.setattr(sys, "argv", ["table.py", root, "--format", "both",
                                       "--out", out])
     with pytest.raises(SystemExit) as exit_:
-        runpy.run_path(os.path.join(ROOT, "utils.py"), run_name="__main__")
+        runpy.run_path(os.path.join(ROOT, "table.py"), run_name="__main__")
     assert exit_.value.code == 0
     with open(out) as f:
         assert f.read().startswith("# Results")
@@ -261,13 +261,13 @@ def test_out_writes_markdown_and_csv(results, tmp_path, monkeypatch):
 def test_command_line(results, tmp_path):
     root, _ = results
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "utils.py", "table", root, "--format", "csv"],
+    done = subprocess.run([sys.executable, "table.py", root, "--format", "csv"],
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     assert _row(rows, setting="asym 0.4", method="Standard", source="measured")["n"] == "3"
     bad = str(tmp_path / "no_such_results")
-    done = subprocess.run([sys.executable, "utils.py", "table", bad], cwd=ROOT,
+    done = subprocess.run([sys.executable, "table.py", bad], cwd=ROOT,
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode != 0 and bad in done.stderr and "does not exist" in done.stderr
     assert "Traceback" not in done.stderr

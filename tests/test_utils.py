@@ -10,6 +10,9 @@ import pytest
 import keras
 
 import utils
+import data
+import metrics
+import training
 
 
 def _write_cifar(folder, names, key, n_per_file, num_classes, seed=0):
@@ -29,7 +32,7 @@ def _write_cifar(folder, names, key, n_per_file, num_classes, seed=0):
 def test_cifar10_loader_reads_the_official_layout(tmp_path):
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     written = _write_cifar(str(tmp_path / "cifar-10-batches-py"), names, b"labels", 4, 10)
-    d = utils.load_dataset("cifar10", data_dir=str(tmp_path), download=False)
+    d = data.load_dataset("cifar10", data_dir=str(tmp_path), download=False)
     assert d.x_train.shape == (20, 32, 32, 3) and d.x_test.shape == (4, 32, 32, 3)
     assert d.x_train.dtype == np.float32 and d.num_classes == 10
     raw, labels = written["data_batch_2"]
@@ -41,17 +44,17 @@ def test_cifar10_loader_reads_the_official_layout(tmp_path):
 
 def test_cifar100_loader_uses_fine_labels(tmp_path):
     _write_cifar(str(tmp_path / "cifar-100-python"), ["train", "test"], b"fine_labels", 6, 100)
-    d = utils.load_dataset("cifar100", data_dir=str(tmp_path), download=False)
+    d = data.load_dataset("cifar100", data_dir=str(tmp_path), download=False)
     assert d.x_train.shape == (6, 32, 32, 3) and d.x_test.shape == (6, 32, 32, 3)
 
 
 def test_missing_cifar_says_where_to_put_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
-        utils.load_dataset("cifar10", data_dir=str(tmp_path / "nope"), download=False)
+        data.load_dataset("cifar10", data_dir=str(tmp_path / "nope"), download=False)
 
 
 def test_digits_fixed_split_in_unit_range():
-    a, b = utils.load_dataset("digits"), utils.load_dataset("digits")
+    a, b = data.load_dataset("digits"), data.load_dataset("digits")
     assert a.x_train.shape == (1347, 8, 8, 1) and a.x_test.shape == (450, 8, 8, 1)
     assert np.array_equal(a.y_train, b.y_train) and np.array_equal(a.x_test, b.x_test)
     assert 0.0 <= a.x_train.min() and a.x_train.max() == 1.0
@@ -65,40 +68,40 @@ def test_npz_dataset(tmp_path):
              y_train=np.arange(10) % 3, x_test=rng.random((4, 5, 5, 2)) * 0 + 0.5,
              y_test=np.arange(4) % 3)
     with pytest.raises(ValueError, match="x_train and x_test"):
-        utils.load_dataset(path)  # channels differ: 1 vs 2
+        data.load_dataset(path)  # channels differ: 1 vs 2
     np.savez(path, x_train=np.full((10, 5, 5), 255, np.uint8), y_train=np.arange(10) % 3,
              x_test=np.full((4, 5, 5), 0.25), y_test=np.arange(4) % 3)
-    d = utils.load_dataset(path)
+    d = data.load_dataset(path)
     assert d.name == "mine" and d.x_train.shape == (10, 5, 5, 1) and d.num_classes == 3
     assert d.x_train.max() == 1.0 and d.x_test.max() == 0.25
     np.savez(path, x_train=np.zeros((2, 5, 5)), y_train=[0, 1])
     with pytest.raises(ValueError, match="missing arrays"):
-        utils.load_dataset(path)
+        data.load_dataset(path)
     with pytest.raises(ValueError, match="unknown --dataset"):
-        utils.load_dataset("mnist")
+        data.load_dataset("mnist")
 
 
 def test_stratified_subset_is_seeded_and_balanced():
     y = np.repeat(np.arange(10), 100)
-    a = utils.stratified_subset(y, 200, seed=1)
+    a = data.stratified_subset(y, 200, seed=1)
     assert len(a) == 200 and np.all(np.bincount(y[a]) == 20)
-    assert np.array_equal(a, utils.stratified_subset(y, 200, seed=1))
-    assert not np.array_equal(a, utils.stratified_subset(y, 200, seed=2))
-    assert len(utils.stratified_subset(y, None, seed=0)) == 1000
+    assert np.array_equal(a, data.stratified_subset(y, 200, seed=1))
+    assert not np.array_equal(a, data.stratified_subset(y, 200, seed=2))
+    assert len(data.stratified_subset(y, None, seed=0)) == 1000
 
 
 def test_split_halves_partitions():
-    a, b = utils.split_halves(11, rng=np.random.default_rng(0))
+    a, b = data.split_halves(11, rng=np.random.default_rng(0))
     assert len(a) == 6 and len(b) == 5
     assert sorted(np.concatenate([a, b])) == list(range(11))
 
 
 def test_piecewise_lr_matches_the_authors_schedule():
-    s = utils.PiecewiseLR(1e-3, (80, 120, 160, 180), (0.1, 0.01, 0.001, 0.0005),
+    s = training.PiecewiseLR(1e-3, (80, 120, 160, 180), (0.1, 0.01, 0.001, 0.0005),
                           paper_epochs=200, epochs=200)
     assert [s(e) for e in (0, 80, 81, 120, 121, 161, 181)] == pytest.approx(
         [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-6, 5e-7])
-    half = utils.PiecewiseLR(1e-3, (20, 30, 40), (0.5, 0.25, 0.1), paper_epochs=50, epochs=25)
+    half = training.PiecewiseLR(1e-3, (20, 30, 40), (0.5, 0.25, 0.1), paper_epochs=50, epochs=25)
     assert [half(e) for e in (10, 11, 15, 16, 20, 21)] == pytest.approx(
         [1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1e-4])
 
@@ -107,14 +110,14 @@ def test_selection_metrics_and_confusion():
     y_true = np.array([0, 0, 1, 1, 2, 2])
     y_noisy = np.array([0, 1, 1, 1, 0, 2])   # clean: 0, 2, 3, 5
     selected = np.array([1, 1, 0, 1, 0, 0], bool)  # picks clean 0, 3 and noisy 1
-    m = utils.selection_metrics(y_true, y_noisy, selected)
+    m = metrics.selection_metrics(y_true, y_noisy, selected)
     assert m["label_precision"] == pytest.approx(2 / 3)
     assert m["label_recall"] == pytest.approx(2 / 4)
-    assert np.isnan(utils.selection_metrics(y_true, y_noisy, np.zeros(6, bool))
+    assert np.isnan(metrics.selection_metrics(y_true, y_noisy, np.zeros(6, bool))
                     ["label_precision"])
-    cm = utils.normalized_confusion(y_true, y_noisy, 4)
+    cm = metrics.normalized_confusion(y_true, y_noisy, 4)
     assert cm[0].tolist() == [0.5, 0.5, 0, 0] and cm[3].tolist() == [0, 0, 0, 0]
-    ce = utils.cross_entropy(np.array([[0.5, 0.5], [0.1, 0.9]]), np.array([0, 1]))
+    ce = metrics.cross_entropy(np.array([[0.5, 0.5], [0.1, 0.9]]), np.array([0, 1]))
     assert ce == pytest.approx([np.log(2), -np.log(0.9)])
 
 
@@ -141,7 +144,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
 
 def test_train_dataset_visits_every_sample_once_per_epoch():
     x = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
-    ds = utils.make_train_dataset(x, np.arange(10), batch_size=4, seed=0)
+    ds = data.make_train_dataset(x, np.arange(10), batch_size=4, seed=0)
     epoch = [(xb.numpy().ravel(), yb.numpy()) for xb, yb in ds]
     assert [len(b[1]) for b in epoch] == [4, 4, 2]
     assert sorted(np.concatenate([b[1] for b in epoch])) == list(range(10))
@@ -152,14 +155,14 @@ def test_train_dataset_visits_every_sample_once_per_epoch():
 
 def test_augmentation_is_seeded_and_shape_preserving():
     x = np.random.default_rng(0).random((8, 32, 32, 3)).astype(np.float32)
-    outs = [utils.make_augmenter("standard", seed=3)(x, training=True) for _ in range(2)]
+    outs = [data.make_augmenter("standard", seed=3)(x, training=True) for _ in range(2)]
     a, b = (keras.ops.convert_to_numpy(o) for o in outs)
     assert a.shape == x.shape and np.array_equal(a, b) and not np.array_equal(a, x)
-    assert utils.make_augmenter("none", seed=0) is None
-    assert utils.resolve_augmentation("auto", "digits") == "none"
-    assert utils.resolve_augmentation("auto", "cifar10") == "standard"
+    assert data.make_augmenter("none", seed=0) is None
+    assert data.resolve_augmentation("auto", "digits") == "none"
+    assert data.resolve_augmentation("auto", "cifar10") == "standard"
     with pytest.raises(ValueError, match="--augment"):
-        utils.resolve_augmentation("crop", "cifar10")
+        data.resolve_augmentation("crop", "cifar10")
 
 
 def test_coteaching_dataset_joins_s_and_c_batches():
@@ -168,7 +171,7 @@ def test_coteaching_dataset_joins_s_and_c_batches():
     y = np.arange(n) % 3
     clean = np.arange(n) % 2 == 0
     s_idx, c_idx = np.arange(0, 10), np.arange(10, 20)
-    ds = utils.make_coteaching_dataset(x, y, clean, s_idx, c_idx, batch_size=4,
+    ds = data.make_coteaching_dataset(x, y, clean, s_idx, c_idx, batch_size=4,
                                        c_batch_size=2, seed=0)
     batches = list(ds)
     assert len(batches) == 3  # one pass over S: 4 + 4 + 2
@@ -183,7 +186,7 @@ def test_coteaching_dataset_joins_s_and_c_batches():
         assert np.array_equal(inputs["clean"].numpy(), clean[ids].astype(np.float32))
         seen_s += ids[:b_s].tolist()
     assert sorted(seen_s) == list(s_idx)
-    only_s = list(utils.make_coteaching_dataset(x, y, clean, s_idx, c_idx, batch_size=4,
+    only_s = list(data.make_coteaching_dataset(x, y, clean, s_idx, c_idx, batch_size=4,
                                                 c_batch_size=0, seed=0))
     assert all(inp["from_s"].numpy().all() for inp, _ in only_s)
 
@@ -191,7 +194,7 @@ def test_coteaching_dataset_joins_s_and_c_batches():
 def _tiny_model():
     keras.utils.set_random_seed(0)
     m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
-    return utils.compile_classifier(m, lr=1e-2)
+    return training.compile_classifier(m, lr=1e-2)
 
 
 def test_epoch_schedule_resets_adam_at_each_drop_only():
@@ -200,9 +203,9 @@ def test_epoch_schedule_resets_adam_at_each_drop_only():
     seen = []
     probe = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: seen.append(
         (float(m.optimizer.learning_rate.numpy()), int(m.optimizer.iterations.numpy()))))
-    sched = utils.PiecewiseLR(1e-2, (1,), (0.1,), paper_epochs=4, epochs=4)
+    sched = training.PiecewiseLR(1e-2, (1,), (0.1,), paper_epochs=4, epochs=4)
     m.fit(x, y, batch_size=8, epochs=4, verbose=0,
-          callbacks=[utils.EpochSchedule(sched, [m.optimizer]), probe])
+          callbacks=[training.EpochSchedule(sched, [m.optimizer]), probe])
     # lr drops before epoch index 2: Adam's step count restarts there, not elsewhere
     assert [s[0] for s in seen] == pytest.approx([1e-2, 1e-2, 1e-3, 1e-3])
     assert [s[1] for s in seen] == [0, 2, 0, 2]
@@ -212,12 +215,12 @@ def test_checkpoint_round_trip(tmp_path):
     m = _tiny_model()
     x, y = np.random.default_rng(0).random((16, 3)), np.arange(16) % 2
     path = str(tmp_path / "ckpt.npz")
-    m.fit(x, y, epochs=2, verbose=0, callbacks=[utils.EpochCheckpoint(path, [m.optimizer])])
+    m.fit(x, y, epochs=2, verbose=0, callbacks=[training.EpochCheckpoint(path, [m.optimizer])])
     saved = [w.copy() for w in m.get_weights()]
     slots = [keras.ops.convert_to_numpy(v).copy() for v in m.optimizer.variables]
     fresh = _tiny_model()
     fresh.optimizer.build(fresh.trainable_variables)
-    assert utils.restore_checkpoint(path, fresh, [fresh.optimizer]) == 2
+    assert training.restore_checkpoint(path, fresh, [fresh.optimizer]) == 2
     assert all(np.array_equal(a, b) for a, b in zip(saved, fresh.get_weights()))
     assert all(np.array_equal(a, keras.ops.convert_to_numpy(b))
                for a, b in zip(slots, fresh.optimizer.variables))

@@ -1,0 +1,487 @@
+"""Modified Co-teaching (arXiv:1905.05040, sec. 4, Algorithm 2): two networks trained on the
+selected set S, each on the small-loss samples its peer picked, joined by batches from the
+candidate set C after a warm-up; also the plain Co-teaching (Han et al. 2018) and standard
+baselines, which share the same training loop.
+
+:class:`CoTeaching` is the algorithm as one ``keras.Model`` with a fused training step;
+:func:`train_two_networks` runs it (or one network for the standard baseline) with the
+authors' schedule, per-epoch test accuracy, diagnostics and a resumable checkpoint.
+"""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+import devices
+import models
+import training
+import utils
+from data import make_coteaching_dataset, make_train_dataset, resolve_augmentation
+
+PAPER_EPOCHS = 200          # Co-teaching / standard training
+# Co-teaching: x0.1 at epochs 80, 120, 160, then x0.5 at 180 (0-based epoch == 80 in the
+# authors' loop, i.e. epoch > 79 in PiecewiseLR's terms).
+COT_BOUNDARIES, COT_FACTORS = (79, 119, 159, 179), (0.1, 0.01, 0.001, 0.0005)
+
+# Modified Co-teaching (Chen et al., ICML 2019, section 4 of PAPER.md) as one Keras model.
+#
+# :class:`CoTeaching` wraps two networks with softmax outputs and trains both in a single
+# compiled training step (TensorFlow backend: ``tf.GradientTape`` inside the ``tf.function``
+# that ``fit`` builds; no Python-side ``predict()`` and no numpy in the step).
+#
+# Algorithm, per mini-batch ``(x, y)`` of ``b`` samples whose first part comes from the selected
+# set S (``from_s == 1``) and, after warm-up, whose other part comes from the candidate set C
+# (``from_s == 0``):
+#
+# 1. ``b_S = sum(from_s)`` and ``keep = round(b_S * (1 - forget_rate))`` with banker's rounding
+#    (as Python's ``round``), clipped to ``[1, b]`` (0 when ``b_S`` is 0: a batch without S samples
+#    picks none, only the regularisation acts). ``forget_rate`` is a model variable that the
+#    training script assigns every epoch (``e_S * min(1, epoch / Tk)``), so the step is traced once.
+# 2. One training-mode forward pass of each network over the *whole* batch gives per-sample
+#    cross-entropies ``ce1``, ``ce2`` w.r.t. the noisy labels.
+# 3. Each network picks its ``keep`` smallest-loss samples of the whole batch (S and C together,
+#    as the authors do after warm-up): ``top_k(-ce, keep)``.
+# 4. The exchange: network 1 is updated on the mean ``ce1`` over the samples *network 2* picked,
+#    network 2 on the mean ``ce2`` over the samples *network 1* picked (plus each network's own
+#    regularisation losses). The picks are integer indices, hence constants for the gradient.
+#    Each network has its own optimizer.
+#
+# Cross-entropy: ``keras.losses.sparse_categorical_crossentropy`` on the probabilities, i.e. the
+# same loss as ``compile(loss="sparse_categorical_crossentropy")``: when the output comes from a
+# softmax op Keras uses its logits directly (exact, no clipping); otherwise it clips the
+# probabilities to ``[1e-7, 1 - 1e-7]``. The authors' ``log(p + 1e-8)`` is not used.
+#
+# Deviation from the authors' code: they called ``predict()`` (inference mode) on the batch to
+# pick samples, then ``train_on_batch`` on the picked subset only, so BatchNorm used moving
+# statistics for the selection and batch statistics of the picked subset for the update. Here the
+# selection uses the training-mode outputs of the same forward pass over the whole batch and
+# only the picked samples are back-propagated (as the official Co-teaching code of Han et al.
+# does); BatchNorm batch statistics, and the moving averages, therefore come from the whole batch.
+#
+# The ``clean`` input flag (whether the noisy label is correct) is used only for the
+# ``kept_clean1`` / ``kept_clean2`` tracking metrics; it never reaches a loss or a selection.
+#
+# Several devices (``tf.distribute.MirroredStrategy``, ``--devices all``; build and compile under
+# ``strategy.scope()``): ``fit`` splits each global batch into contiguous shares, one per replica,
+# and ``train_step`` runs on each share. Per replica r: ``keep_r = round(b_S_r * (1 - r))`` from
+# the S samples of *its* share (clipped to ``[min(1, b_S_r), b_r]``: a share without S samples
+# keeps none), and each network picks its ``keep_r`` smallest-loss samples *of that share*. The
+# optimizers sum the replicas' gradients (all-reduce) and apply one identical update. Keras
+# scales each replica's loss by ``1 / num_replicas_in_sync``
+# (``keras.src.losses.loss.scale_loss_for_distribution``), i.e. averages per-replica means; here
+# that would weight picks unequally, since the S part of a batch comes first (the first
+# replicas get S samples only, the last ones the C part) and the ``keep_r`` differ. So each
+# replica's exchange loss is its *sum* over its picks divided by the step's total
+# ``K = sum_r keep_r`` (one all-reduce): the summed gradient is that of the mean over all K
+# picks, as on one device; the regularisation losses (the same on every replica) are scaled by
+# ``1 / num_replicas_in_sync`` as Keras does. Consequences: with ``forget_rate`` 0 and an all-S
+# batch the step is the single-device step (even split or not); otherwise the selection is made
+# per replica, not over the whole batch, and ``K`` differs from the single-device ``keep`` by
+# rounding only: at most ``(R + 1) // 2`` samples for R replicas (1 on 2 GPUs), plus 1 per replica
+# whose S share is so small that the clip to 1 applies. The metrics aggregate over all replicas
+# (sums of totals and counts); ``keep`` logs ``K`` per step.
+
+class CoTeaching(keras.Model):
+    """Two networks trained with the Co-teaching exchange in one fused training step.
+
+    Parameters
+    ----------
+    net1, net2 : keras.Model
+        Two distinct, built networks mapping ``(b, h, w, ch)`` float32 images to class
+        probabilities ``(b, num_classes)`` (softmax output), e.g. from ``models.build_model``.
+        They must not share variables.
+    **kwargs
+        Passed to ``keras.Model`` (e.g. ``name``).
+
+    Attributes
+    ----------
+    net1, net2 : keras.Model
+        The wrapped networks (``call``/``predict`` use ``net1``).
+    forget_rate : keras.Variable
+        Non-trainable scalar, float64 (so that ``keep`` matches Python's
+        ``round(b_S * (1 - r))`` even at exact ties, which a float32 ``r`` would miss, e.g.
+        ``15 * (1 - 0.1)``), initial 0. Assign it each epoch: ``model.forget_rate.assign(r)``.
+    optimizer1, optimizer2 : keras.optimizers.Optimizer
+        Set by :meth:`compile`, already built on ``net1`` / ``net2`` trainable variables.
+
+    Notes
+    -----
+    Training inputs (``fit``/``train_on_batch``): ``x`` is a dict
+    ``{"image": (b, h, w, ch) float32, "from_s": (b,) float32 in {0, 1},
+    "clean": (b,) float32 in {0, 1}}`` and ``y`` is ``(b,)`` (or ``(b, 1)``) integer noisy labels.
+    ``from_s`` may be omitted (all samples then count as S); ``clean`` may be omitted (the
+    ``kept_clean*`` metrics then stay at 0). A plain image tensor is accepted as ``x`` too (all S,
+    no clean flags). Evaluation inputs: ``x`` is an image tensor or the same dict.
+
+    Training metrics (reset every epoch): ``loss1``, ``loss2`` (exchange losses without
+    regularisation, averaged over all picked samples of the epoch), ``acc1``, ``acc2`` (accuracy
+    w.r.t. the noisy labels over the S samples of the epoch), ``keep`` (mean keep count per step),
+    ``kept_clean1``, ``kept_clean2`` (fraction of clean samples among those net 1 / net 2 picked).
+    Test metrics: ``accuracy1``, ``accuracy2`` (logged as ``val_accuracy1`` / ``val_accuracy2``
+    by ``fit(validation_data=...)``).
+
+    Under ``tf.distribute.MirroredStrategy`` (construct the networks, this model and its
+    optimizers, and compile, inside ``strategy.scope()``) each replica runs ``train_step`` on its
+    contiguous share of the global batch: its keep count ``keep_r = round(b_S_r (1 - r))`` comes
+    from the S samples of its own share, and its small-loss picks are made within that share.
+    The sum ``K`` of the ``keep_r`` can differ from the single-device ``round(b_S (1 - r))`` by a
+    few samples (rounding: at most ``(R + 1) // 2`` for R replicas). Each replica's exchange loss
+    is its sum over its picks divided by ``K`` (regularisation: scaled by ``1 / R``, as Keras
+    does), and the gradients are summed across replicas: the update is that of the mean over
+    all picks, so with ``forget_rate`` 0 on an all-S batch it equals the single-device one.
+    Metrics are aggregated over all replicas; ``keep`` is ``K``. BatchNorm layers see the
+    replica's share only unless made synchronised (``devices.sync_batchnorm``).
+    """
+
+    def __init__(self, net1, net2, **kwargs):
+        super().__init__(**kwargs)
+        if net1 is net2:
+            raise ValueError("net1 and net2 must be two different networks")
+        shared = {id(v) for v in net1.weights} & {id(v) for v in net2.weights}
+        if shared:
+            raise ValueError("net1 and net2 must not share variables")
+        self.net1 = net1
+        self.net2 = net2
+        # A variable, not a Python float: assigning it does not retrace the step.
+        self.forget_rate = self.add_weight(
+            shape=(), initializer="zeros", dtype="float64", trainable=False, name="forget_rate"
+        )
+        self.optimizer1 = None
+        self.optimizer2 = None
+
+        mean = keras.metrics.Mean
+        self.loss1_tracker = mean(name="loss1")
+        self.loss2_tracker = mean(name="loss2")
+        self.acc1_tracker = mean(name="acc1")
+        self.acc2_tracker = mean(name="acc2")
+        self.keep_tracker = mean(name="keep")
+        self.kept_clean1_tracker = mean(name="kept_clean1")
+        self.kept_clean2_tracker = mean(name="kept_clean2")
+        self.test_acc1_tracker = mean(name="accuracy1")
+        self.test_acc2_tracker = mean(name="accuracy2")
+        self._train_trackers = [
+            self.loss1_tracker,
+            self.loss2_tracker,
+            self.acc1_tracker,
+            self.acc2_tracker,
+            self.keep_tracker,
+            self.kept_clean1_tracker,
+            self.kept_clean2_tracker,
+        ]
+        self._test_trackers = [self.test_acc1_tracker, self.test_acc2_tracker]
+        # The nets are built (functional); nothing of this wrapper needs a build step.
+        self.built = True
+
+    @property
+    def metrics(self):
+        """All trackers, so that Keras resets them at the start of each epoch / evaluate."""
+        return self._train_trackers + self._test_trackers
+
+    def compile(self, optimizer1, optimizer2, **kwargs):
+        """Configure training with one optimizer per network.
+
+        Parameters
+        ----------
+        optimizer1, optimizer2 : keras.optimizers.Optimizer or str
+            Optimizers of ``net1`` and ``net2`` (must be two different instances). Both are
+            built here so their ``.variables`` exist before training (checkpoint restore).
+        **kwargs
+            Passed to ``keras.Model.compile`` (e.g. ``run_eagerly``, ``steps_per_execution``).
+            ``jit_compile`` defaults to False: the keep count is data-dependent, which XLA's
+            ``top_k`` cannot handle. ``optimizer``, ``loss`` and ``metrics`` are not used.
+
+        Notes
+        -----
+        ``self.optimizer`` stays None (no third, unused optimizer is created), so callbacks that
+        act on ``model.optimizer`` (``LearningRateScheduler``, ``ReduceLROnPlateau``) do not
+        apply; change ``optimizer1/2.learning_rate`` directly or re-compile.
+        """
+        kwargs.setdefault("jit_compile", False)
+        super().compile(optimizer=None, **kwargs)
+        strategy = self.distribute_strategy
+        with strategy.scope():  # the optimizer slots must be mirrored like the weights
+            optimizer1 = keras.optimizers.get(optimizer1)
+            optimizer2 = keras.optimizers.get(optimizer2)
+            if optimizer1 is optimizer2:
+                raise ValueError("optimizer1 and optimizer2 must be two different instances")
+            for opt in (optimizer1, optimizer2):
+                # Keras' TF optimizers remember the strategy they were created under.
+                created = getattr(opt, "_distribution_strategy", strategy)
+                if created is not strategy:
+                    raise ValueError(
+                        "the optimizers must be created under the same strategy.scope() as "
+                        "the model (tf.distribute): create them inside the scope")
+            optimizer1.build(self.net1.trainable_variables)
+            optimizer2.build(self.net2.trainable_variables)
+        self.optimizer1 = optimizer1
+        self.optimizer2 = optimizer2
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Nothing to build: the networks are built and ``compile`` builds the optimizers.
+
+        Keras' TensorFlow trainer would, under tf.distribute, average the first batch of each
+        ``fit``/``evaluate`` across the replicas just to learn its shapes, which fails when the
+        batch does not split evenly (e.g. an S batch plus an odd-sized C batch).
+        """
+        return None
+
+    @staticmethod
+    def _image(x):
+        return x["image"] if isinstance(x, dict) else x
+
+    def call(self, x, training=False):
+        """Net 1's class probabilities ``(b, num_classes)`` for an image batch or input dict."""
+        return self.net1(self._image(x), training=training)
+
+    def train_step(self, data):
+        """One Co-teaching step on a batch; see the module docstring.
+
+        Parameters
+        ----------
+        data : tuple
+            ``(x, y)``: ``x`` the input dict (see class Notes), ``y`` ``(b,)`` int noisy labels.
+            A sample-weight element, if any, is ignored.
+
+        Returns
+        -------
+        dict
+            Current values of the training metrics (running means over the epoch, over all
+            replicas).
+
+        Notes
+        -----
+        Under ``tf.distribute`` this runs once per replica on its share of the batch (see the
+        class Notes): ``b``, ``b_S``, ``keep`` and the picks are the replica's own.
+        """
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        image = self._image(x)
+        y = tf.reshape(tf.cast(y, tf.int32), [-1])
+        b = tf.shape(y)[0]
+        if isinstance(x, dict) and "from_s" in x:
+            from_s = tf.reshape(tf.cast(x["from_s"], tf.float32), [-1])
+        else:
+            from_s = tf.ones([b], tf.float32)
+        clean = None
+        if isinstance(x, dict) and "clean" in x:
+            clean = tf.reshape(tf.cast(x["clean"], tf.float32), [-1])
+
+        # keep = round(b_S * (1 - r)) from the S part only; float64 and tf.round (half to even)
+        # reproduce Python's round() on the same numbers. At least one pick when there are S
+        # samples; none for a batch (or replica share) without any, or an empty share.
+        b_s = tf.reduce_sum(tf.cast(from_s, tf.float64))
+        keep = tf.cast(tf.round(b_s * (1.0 - tf.cast(self.forget_rate, tf.float64))), tf.int32)
+        keep = tf.clip_by_value(keep, tf.minimum(1, tf.cast(b_s, tf.int32)), b)
+        n_pick = tf.cast(keep, tf.float32)
+        # Picks of the whole step: under tf.distribute, the sum of the replicas' keep counts.
+        n_step = n_pick
+        if replicas > 1:
+            n_step = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, n_pick)
+
+        vars1 = self.net1.trainable_variables
+        vars2 = self.net2.trainable_variables
+        with tf.GradientTape() as tape:
+            # One training-mode pass per network over the whole batch (S and C parts).
+            p1 = self.net1(image, training=True)
+            p2 = self.net2(image, training=True)
+            ce1 = keras.losses.sparse_categorical_crossentropy(y, p1)
+            ce2 = keras.losses.sparse_categorical_crossentropy(y, p2)
+            # Small-loss picks over the whole batch. Integer indices of stopped losses: the
+            # selection is a constant for the gradient.
+            _, pick1 = tf.math.top_k(-tf.stop_gradient(ce1), k=keep)
+            _, pick2 = tf.math.top_k(-tf.stop_gradient(ce2), k=keep)
+            pick1 = tf.stop_gradient(pick1)
+            pick2 = tf.stop_gradient(pick2)
+            # The exchange: each network learns from the samples its peer picked (mean over the
+            # picks; 0 when there are none).
+            sum1 = tf.reduce_sum(tf.gather(ce1, pick2))
+            sum2 = tf.reduce_sum(tf.gather(ce2, pick1))
+            loss1 = tf.math.divide_no_nan(sum1, n_pick)
+            loss2 = tf.math.divide_no_nan(sum2, n_pick)
+            reg = self._reg_loss(self.net1) + self._reg_loss(self.net2)
+            if replicas == 1:
+                # total1 = loss1 + reg1 depends only on net1's variables and total2 only on
+                # net2's, so the gradient of their sum w.r.t. each net is that net's own
+                # gradient: one backward pass.
+                total = loss1 + loss2 + reg
+            else:
+                # The optimizers *sum* the replicas' gradients. Keras scales each replica's
+                # loss by 1 / replicas (keras.src.losses.loss.scale_loss_for_distribution),
+                # which averages per-replica means; here the replicas' keep counts differ
+                # (the S part of a batch comes first, so the last replicas hold the C part),
+                # and a mean of means would weight their picks unequally. So each replica's
+                # exchange sum is divided by the step's total keep count: the summed gradient
+                # is that of the mean over all picks, as on one device. The regularisation
+                # losses, the same on every replica, are scaled by 1 / replicas as Keras does.
+                total = (tf.math.divide_no_nan(sum1 + sum2, n_step)
+                         + reg * (1.0 / replicas))
+        grads = tape.gradient(total, vars1 + vars2)
+        self.optimizer1.apply_gradients(zip(grads[: len(vars1)], vars1))
+        self.optimizer2.apply_gradients(zip(grads[len(vars1):], vars2))
+
+        self.loss1_tracker.update_state(loss1, sample_weight=n_pick)
+        self.loss2_tracker.update_state(loss2, sample_weight=n_pick)
+        # Training accuracy w.r.t. the noisy labels on the S part (weights 0 drop C samples).
+        self.acc1_tracker.update_state(self._correct(y, p1), sample_weight=from_s)
+        self.acc2_tracker.update_state(self._correct(y, p2), sample_weight=from_s)
+        self.keep_tracker.update_state(n_step)  # under tf.distribute: the sum over replicas
+        if clean is not None:
+            # Tracking only: per-sample means over all picks of the epoch.
+            self.kept_clean1_tracker.update_state(tf.gather(clean, pick1))
+            self.kept_clean2_tracker.update_state(tf.gather(clean, pick2))
+        return self._results(self._train_trackers)
+
+    def test_step(self, data):
+        """Accuracy of both networks (inference mode) on a batch.
+
+        Parameters
+        ----------
+        data : tuple
+            ``(x, y)`` or ``(x, y, sample_weight)``; ``x`` an image tensor ``(b, h, w, ch)`` or
+            the input dict, ``y`` ``(b,)`` int labels.
+
+        Returns
+        -------
+        dict
+            ``{"accuracy1": ..., "accuracy2": ...}`` (running means over the evaluation).
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        image = self._image(x)
+        y = tf.reshape(tf.cast(y, tf.int32), [-1])
+        p1 = self.net1(image, training=False)
+        p2 = self.net2(image, training=False)
+        self.test_acc1_tracker.update_state(self._correct(y, p1), sample_weight=sample_weight)
+        self.test_acc2_tracker.update_state(self._correct(y, p2), sample_weight=sample_weight)
+        return self._results(self._test_trackers)
+
+    @staticmethod
+    def _results(trackers):
+        """``{name: result}`` of ``Mean`` trackers, over all replicas under tf.distribute.
+
+        Each replica updates its own copy of a metric's ``total`` and ``count``; Keras averages
+        the replicas' returned values, which for weighted means is not the mean over all
+        samples. So the replicas' totals and counts are summed first (one all-reduce).
+        """
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            return {m.name: m.result() for m in trackers}
+        local = tf.stack([tf.stack([tf.cast(m.total, tf.float32), tf.cast(m.count, tf.float32)])
+                          for m in trackers])
+        summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
+        values = tf.math.divide_no_nan(summed[:, 0], summed[:, 1])
+        return {m.name: values[i] for i, m in enumerate(trackers)}
+
+    @staticmethod
+    def _correct(y, probs):
+        """(b,) float32, 1 where argmax(probs) == y."""
+        return tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), y), tf.float32)
+
+    @staticmethod
+    def _reg_loss(net):
+        """Sum of the network's regularisation losses (0 if it has none)."""
+        losses = net.losses
+        if not losses:
+            return tf.constant(0.0, tf.float32)
+        return tf.add_n([tf.cast(v, tf.float32) for v in losses])
+
+
+def epochs_scaled(paper_value, args):
+    """An epoch count of the paper's 200-epoch schedule, scaled to --epochs."""
+    return int(round(paper_value * args.epochs / PAPER_EPOCHS))
+
+def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, warmup, out,
+                       printer, standard=False):
+    """Co-teaching (two nets) or standard training (one net) with per-epoch test accuracy,
+    diagnostics, the lr schedule with optional Adam resets, and a resumable checkpoint.
+
+    Returns the per-epoch log rows.
+    """
+    clean = data.y_train == y_noisy
+    schedule = training.PiecewiseLR(args.lr, COT_BOUNDARIES, COT_FACTORS,
+                                 paper_epochs=PAPER_EPOCHS, epochs=args.epochs)
+    keras.utils.set_random_seed(seed)
+    strategy = devices.device_strategy(args.devices)
+    with strategy.scope():  # --devices: build, compile and make the optimizers on them
+        if standard:
+            model = training.build_classifier(args, data, strategy)
+            model.optimizer.build(model.trainable_variables)  # so --resume can restore it
+            nets, optimizers, on_epoch = [model], [model.optimizer], None
+        else:
+            nets = [models.build_model(args.arch, data.input_shape, data.num_classes)
+                    for _ in range(2)]
+            for net in nets:
+                devices.sync_batchnorm(net, strategy)
+            model = CoTeaching(*nets)
+            optimizers = [keras.optimizers.Adam(args.lr), keras.optimizers.Adam(args.lr)]
+            model.compile(optimizer1=optimizers[0], optimizer2=optimizers[1])
+    if not standard:
+        tk = max(1e-9, args.tk * args.epochs / PAPER_EPOCHS)
+
+        def on_epoch(epoch):  # Co-teaching's gradual schedule, 0-based epoch as the authors
+            model.forget_rate.assign(forget_rate * min(1.0, epoch / tk))
+
+    ckpt, log = os.path.join(out, "checkpoint.npz"), os.path.join(out, "log.jsonl")
+    start = 0
+    if args.resume and os.path.isfile(ckpt):
+        start = training.restore_checkpoint(ckpt, model, optimizers)
+        rows = [r for r in utils.read_jsonl(log) if r["epoch"] <= start]
+        with utils.atomic_write(log) as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        printer(f"  resuming after epoch {start}")
+    elif os.path.exists(log):
+        os.remove(log)
+
+    diag_idx = utils.rng_for(seed, "diagnostics").permutation(s_idx)[:1000]
+    callbacks = [
+        training.EpochSchedule(schedule, optimizers, reset_on_drop=not args.keep_optimizer_state,
+                            on_epoch=on_epoch),
+        training.TrainDiagnostics(nets, data.x_train[diag_idx], y_noisy[diag_idx],
+                               clean[diag_idx], names=("model1", "model2")[:len(nets)]),
+        _TestAccuracyNames(standard),
+        training.JsonlLogger(log, printer=printer if args.verbose != 1 else None,
+                          optimizer=optimizers[0]),
+        training.EpochCheckpoint(ckpt, optimizers)]
+    aug = resolve_augmentation(args.augment, data.name)
+    test = (data.x_test, data.y_test)
+    if standard:
+        ds = make_train_dataset(data.x_train[s_idx], y_noisy[s_idx],
+                                      batch_size=args.batch_size, augment=aug,
+                                      seed=seed)
+        phases = [(ds, args.epochs)]
+    else:
+        c_batch = 0 if len(s_idx) == 0 else min(int(len(c_idx) * args.batch_size / len(s_idx)),
+                                                args.batch_size // 2)
+        make = lambda cb: make_coteaching_dataset(  # noqa: E731
+            data.x_train, y_noisy, clean, s_idx, c_idx, batch_size=args.batch_size,
+            c_batch_size=cb, augment=aug, seed=seed)
+        # Batches come from S alone for 0-based epochs <= warmup, then S joined by C.
+        if c_batch > 0 and warmup + 1 < args.epochs:
+            phases = [(make(0), warmup + 1), (make(c_batch), args.epochs)]
+        else:
+            phases = [(make(0), args.epochs)]
+    for ds, end in phases:
+        if start < end:
+            model.fit(ds, epochs=end, initial_epoch=start, validation_data=test,
+                      validation_batch_size=1024, callbacks=callbacks, verbose=args.verbose,
+                      shuffle=False)
+            start = end
+    return utils.read_jsonl(log)
+
+class _TestAccuracyNames(keras.callbacks.Callback):
+    """Give every method the same log keys: test_accuracy_model1 (and _model2)."""
+
+    def __init__(self, standard):
+        super().__init__()
+        self.standard = standard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        if self.standard:
+            logs["test_accuracy_model1"] = logs.get("val_accuracy")
+        else:
+            logs["test_accuracy_model1"] = logs.get("val_accuracy1")
+            logs["test_accuracy_model2"] = logs.get("val_accuracy2")

@@ -1,0 +1,301 @@
+"""Datasets and input pipelines: how CIFAR, digits and .npz files are loaded, subset, split
+and fed to training (tf.data, with the authors' augmentation as Keras preprocessing layers).
+
+``load_dataset("cifar10" | "cifar100" | "digits" | "path/to/file.npz")`` returns a
+:class:`Data` with float32 NHWC pixels in [0, 1] (the authors divided by 255) and int64
+labels. ``stratified_subset`` draws the seeded ``--n_train`` subset; ``split_halves`` the
+random halves of noisy cross-validation. ``make_train_dataset`` (one network) and
+``make_coteaching_dataset`` (S batches joined by C batches) build the training pipelines.
+
+Keras and TensorFlow are imported inside the functions that need them, so that the
+scripts can parse their flags (and print ``--help``) before TensorFlow loads.
+"""
+
+import dataclasses
+import os
+import pickle
+
+import numpy as np
+
+from utils import rng_for
+
+DATASETS = ("cifar10", "cifar100", "digits")
+
+AUGMENTATIONS = ("auto", "standard", "shift", "none")
+
+@dataclasses.dataclass
+class Data:
+    """A labelled image dataset. x_*: float32 (n, h, w, ch) in [0, 1]; y_*: int64 (n,)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def input_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+def dataset_name(spec):
+    """The name used in result paths: the dataset name, or an .npz file's stem."""
+    return os.path.splitext(os.path.basename(spec))[0] if spec.endswith(".npz") else spec
+
+def _unpickle(path):
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")
+
+def _cifar_pixels(flat):
+    # Official layout: uint8 rows of 3072 = R, G, B planes of 32x32.
+    return flat.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+def _missing(name, path, url):
+    return FileNotFoundError(
+        f"{name} not found: expected the official python-version files in '{path}'. "
+        f"Download {url}, unpack it into the data directory (--data_dir), or run where "
+        "Keras can download it.")
+
+def _load_cifar(name, data_dir, download):
+    import keras
+
+    if name == "cifar10":
+        folder = os.path.join(data_dir, "cifar-10-batches-py")
+        train_files = [f"data_batch_{i}" for i in range(1, 6)]
+        test_files, key = ["test_batch"], b"labels"
+        url, keras_loader = ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                             keras.datasets.cifar10.load_data)
+    else:
+        folder = os.path.join(data_dir, "cifar-100-python")
+        train_files, test_files, key = ["train"], ["test"], b"fine_labels"
+        url, keras_loader = ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                             keras.datasets.cifar100.load_data)
+    paths = [os.path.join(folder, f) for f in train_files + test_files]
+    if all(os.path.isfile(p) for p in paths):
+        parts = [_unpickle(p) for p in paths]
+        xs = [_cifar_pixels(np.asarray(p[b"data"], np.uint8)) for p in parts]
+        ys = [np.asarray(p[key], np.int64) for p in parts]
+        n = len(train_files)
+        return (np.concatenate(xs[:n]), np.concatenate(ys[:n]),
+                np.concatenate(xs[n:]), np.concatenate(ys[n:]))
+    if not download:
+        raise _missing(name, folder, url)
+    try:
+        (xtr, ytr), (xte, yte) = keras_loader()
+    except Exception as err:  # offline: say where the files go instead of a URL error
+        raise _missing(name, folder, url) from err
+    return xtr, ytr.reshape(-1), xte, yte.reshape(-1)
+
+def _load_digits():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[..., None]  # pixel values are 0..16
+    y = digits.target.astype(np.int64)
+    # A fixed stratified split (random_state=0): identical on every machine.
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, stratify=y,
+                                              random_state=0)
+    return x_tr, y_tr, x_te, y_te
+
+def _load_npz(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--dataset file '{path}' does not exist")
+    with np.load(path) as f:
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
+        if missing:
+            raise ValueError(f"{path}: missing arrays {sorted(missing)}; an .npz dataset needs "
+                             "x_train, y_train, x_test, y_test")
+        arrays = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+    for k, x in (("x_train", arrays[0]), ("x_test", arrays[2])):
+        if x.ndim not in (3, 4):
+            raise ValueError(f"{path}: {k} must be (n, h, w) or (n, h, w, channels), "
+                             f"got shape {x.shape}")
+        if x.dtype != np.uint8 and (x.min() < 0 or x.max() > 1):
+            raise ValueError(f"{path}: {k} must be uint8 (0..255) or floats in [0, 1], got "
+                             f"{x.dtype} in [{x.min()}, {x.max()}]")
+    return arrays
+
+def _to_unit_float(x):
+    x = x[..., None] if x.ndim == 3 else x
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    return x.astype(np.float32)
+
+def load_dataset(spec, *, data_dir="data", download=True):
+    """Load a dataset by name or ``.npz`` path.
+
+    Parameters
+    ----------
+    spec : str
+        "cifar10", "cifar100" (official python pickles under ``data_dir``), "digits"
+        (scikit-learn's bundled 8x8 digits, fixed stratified 75/25 split) or a path to an
+        ``.npz`` holding x_train, y_train, x_test, y_test.
+    data_dir : str
+        Folder holding ``cifar-10-batches-py`` / ``cifar-100-python``.
+    download : bool
+        When the CIFAR files are absent, try Keras' own download before failing.
+
+    Returns
+    -------
+    Data
+        Pixels float32 in [0, 1], shape (n, h, w, ch); labels int64 (n,).
+    """
+    if spec in ("cifar10", "cifar100"):
+        xtr, ytr, xte, yte = _load_cifar(spec, data_dir, download)
+    elif spec == "digits":
+        xtr, ytr, xte, yte = _load_digits()
+    elif spec.endswith(".npz"):
+        xtr, ytr, xte, yte = _load_npz(spec)
+    else:
+        raise ValueError(f"unknown --dataset '{spec}'; choose one of {', '.join(DATASETS)} "
+                         "or give a path ending in .npz")
+    ytr, yte = np.asarray(ytr).reshape(-1), np.asarray(yte).reshape(-1)
+    for k, y in (("y_train", ytr), ("y_test", yte)):
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+            raise ValueError(f"{spec}: {k} must hold non-negative integer class labels")
+    xtr, xte = _to_unit_float(xtr), _to_unit_float(xte)
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise ValueError(f"{spec}: x_train and x_test images differ in shape: "
+                         f"{xtr.shape[1:]} vs {xte.shape[1:]}")
+    if len(xtr) != len(ytr) or len(xte) != len(yte):
+        raise ValueError(f"{spec}: images and labels differ in number: {len(xtr)} vs "
+                         f"{len(ytr)} (train), {len(xte)} vs {len(yte)} (test)")
+    num_classes = int(max(ytr.max(), yte.max())) + 1
+    return Data(dataset_name(spec), xtr, ytr.astype(np.int64), xte, yte.astype(np.int64),
+                num_classes)
+
+def stratified_subset(y, n, *, seed):
+    """Indices of a seeded, class-stratified subset of size ``n`` (sorted), or all if None."""
+    if n is None or n >= len(y):
+        return np.arange(len(y))
+    if n < 2 * len(np.unique(y)):
+        raise ValueError(f"--n_train must be at least twice the number of classes, got {n}")
+    from sklearn.model_selection import train_test_split
+
+    idx, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y,
+                              random_state=int(rng_for(seed, "subset").integers(2**31)))
+    return np.sort(idx)
+
+def split_halves(n, *, rng):
+    """A random partition of ``range(n)`` into two halves (first gets the extra one)."""
+    perm = rng.permutation(n)
+    return np.sort(perm[: (n + 1) // 2]), np.sort(perm[(n + 1) // 2:])
+
+def load_training_data(args, printer):
+    """The dataset of ``--dataset``, its training part cut to the ``--n_train`` subset."""
+    data = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+    subset = stratified_subset(data.y_train, args.n_train, seed=args.seed[0])
+    data.x_train, data.y_train = data.x_train[subset], data.y_train[subset]
+    if args.n_train is not None and len(args.seed) > 1:
+        printer("note: the --n_train subset is drawn with the first seed for every seed")
+    return data
+
+def resolve_augmentation(kind, dataset):
+    """"auto" -> "none" for 8x8 digits (a 1-pixel shift is 12% of the image and flipped
+    digits are other digits), else the authors' "standard" shift + flip."""
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"--augment must be one of {AUGMENTATIONS}, got '{kind}'")
+    if kind == "auto":
+        return "none" if dataset == "digits" else "standard"
+    return kind
+
+def make_augmenter(kind, *, seed):
+    """Keras preprocessing layers for the authors' augmentation, or None.
+
+    "standard": random shift up to 4/32 of height and width (nearest fill, as Keras 2's
+    ImageDataGenerator did) and horizontal flip; "shift": the shift only; "none": None.
+    """
+    if kind == "none":
+        return None
+    import keras
+
+    layers = [keras.layers.RandomTranslation(0.125, 0.125, fill_mode="nearest", seed=seed)]
+    if kind == "standard":
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 1))
+    elif kind != "shift":
+        raise ValueError(f"unknown augmentation '{kind}'")
+    return keras.Sequential(layers, name=f"augment_{kind}")
+
+def _pixels_in_memory(x, chunk=4096):
+    """``x`` as one in-memory tensor and the per-batch function that restores float32.
+
+    float32 images that are exactly k/255 (CIFAR, uint8 files) are kept as uint8 (a quarter
+    of the memory): ``cast(q) / 255`` in TensorFlow rounds exactly as ``load_dataset``'s numpy
+    division did, so the model sees the same bits. Anything else is kept as it is.
+    """
+    import tensorflow as tf
+
+    x = np.asarray(x)
+    if x.dtype == np.float32 and x.size:
+        q = np.empty(x.shape, np.uint8)
+        for i in range(0, len(x), chunk):  # chunked: no full-size float temporary
+            part = x[i:i + chunk]
+            q[i:i + chunk] = np.clip(np.rint(part * 255), 0, 255)
+            if not np.array_equal(q[i:i + chunk].astype(np.float32) / np.float32(255), part):
+                break
+        else:
+            return tf.constant(q), lambda b: tf.cast(b, tf.float32) / 255.0
+    return tf.constant(x), lambda b: b
+
+def make_train_dataset(x, y, *, batch_size, augment="none", seed=0, shuffle=True):
+    """A tf.data pipeline: shuffle each epoch, batch, augment in the pipeline, prefetch.
+
+    The images stay in memory once (as uint8 when they are exactly k/255, as CIFAR's are,
+    converted back per batch bit for bit); the pipeline shuffles indices and gathers each
+    batch. Same order as shuffling the (image, label) pairs with the same seed, but without
+    a full-size shuffle buffer (a second copy of the data) or per-image work.
+    """
+    import tensorflow as tf
+
+    pixels, to_float = _pixels_in_memory(x)
+    labels = tf.constant(y)
+    ds = tf.data.Dataset.range(len(x))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    augmenter = make_augmenter(augment, seed=seed)
+
+    def gather(idx):
+        xb = to_float(tf.gather(pixels, idx))
+        if augmenter is not None:
+            xb = augmenter(xb, training=True)
+        return xb, tf.gather(labels, idx)
+
+    ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+def make_coteaching_dataset(x, y, clean, s_idx, c_idx, *, batch_size, c_batch_size,
+                            augment="none", seed=0):
+    """Batches for (modified) Co-teaching: each epoch is one pass over S in batches of
+    ``batch_size``; when ``c_batch_size`` > 0 each S batch is joined by ``c_batch_size``
+    samples drawn from C (reshuffled, cycling; PAPER.md sec. 4).
+
+    Yields ``({"image": (b, h, w, ch), "from_s": (b,) float32, "clean": (b,) float32}, y)``
+    with the S part first. ``clean`` (true label == noisy label) is for tracking only.
+    Like :func:`make_train_dataset` it shuffles indices into one in-memory copy of ``x``.
+    """
+    import tensorflow as tf
+
+    pixels, to_float = _pixels_in_memory(x)
+    labels, clean_f = tf.constant(y), tf.constant(np.asarray(clean, np.float32))
+
+    def part(idx, size, seed_, repeat):
+        ds = tf.data.Dataset.from_tensor_slices(np.asarray(idx, np.int64))
+        ds = ds.shuffle(len(idx), seed=seed_, reshuffle_each_iteration=True)
+        return ds.repeat().batch(size, drop_remainder=True) if repeat else ds.batch(size)
+
+    ds = part(s_idx, batch_size, seed, False).map(lambda i: (i, tf.ones_like(i, tf.float32)))
+    if c_batch_size > 0 and len(c_idx):
+        ds = tf.data.Dataset.zip(ds, part(c_idx, c_batch_size, seed + 1, True)).map(
+            lambda s, c: (tf.concat([s[0], c], 0),
+                          tf.concat([s[1], tf.zeros_like(c, tf.float32)], 0)))
+    augmenter = make_augmenter(augment, seed=seed)
+
+    def to_inputs(idx, from_s):
+        xb = to_float(tf.gather(pixels, idx))
+        if augmenter is not None:
+            xb = augmenter(xb, training=True)
+        return ({"image": xb, "from_s": from_s, "clean": tf.gather(clean_f, idx)},
+                tf.gather(labels, idx))
+
+    return ds.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

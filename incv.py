@@ -1,0 +1,168 @@
+"""INCV, Iterative Noisy Cross-Validation (arXiv:1905.05040, sec. 3, Algorithm 1): the
+selection itself (:func:`incv_select`, independent of how a network is trained), its
+resumable state, the authors' per-sample CSV, and the training runs it calls.
+"""
+
+import csv
+import os
+
+import numpy as np
+
+import keras
+
+import devices
+import metrics
+import noise
+import training
+import utils
+from data import resolve_augmentation
+
+PAPER_INCV_EPOCHS = 50      # each INCV training run
+# INCV runs: Adam 1e-3, x0.5 after epoch 20, x0.25 after 30, x0.1 after 40 (of 50).
+INCV_BOUNDARIES, INCV_FACTORS = (20, 30, 40), (0.5, 0.25, 0.1)
+
+def k_best_for(pattern, eval_ratio):
+    """Iterations (from the first) that keep the best-validation checkpoint (PAPER.md sec 3)."""
+    if pattern == "asym" or eval_ratio > 0.6:
+        return 1
+    return 2 if eval_ratio > 0.3 else 4
+
+def largest_loss(idx, losses, count):
+    """The ``count`` samples of ``idx`` with the largest loss (none when count is 0; the
+    authors' ``argsort(...)[-0:]`` took the whole half in that case)."""
+    count = min(int(count), len(idx))
+    return idx[np.argsort(losses, kind="stable")[len(idx) - count:]] if count else idx[:0]
+
+def incv_select(y_noisy, *, num_classes, pattern, train_fn, seed, iterations=4, state=None,
+                y_true=None, on_iteration=None):
+    """Iterative Noisy Cross-Validation (PAPER.md section 3).
+
+    Parameters
+    ----------
+    y_noisy : (n,) int
+        Noisy labels of the whole training set.
+    train_fn : callable (train_idx, held_idx, keep_best, tag) -> (len(held_idx), c) probs
+        Trains from the same initial weights on ``train_idx`` and predicts ``held_idx``.
+    seed : int
+        Seeds each iteration's split of C into halves.
+    state : dict, optional
+        A state returned by an earlier (interrupted) call, to continue from.
+    y_true : (n,) int, optional
+        For tracking only: label precision / recall of S after each iteration.
+    on_iteration : callable(state), optional
+        Called after each iteration (e.g. to save the state for --resume).
+
+    Returns
+    -------
+    dict
+        ``selected`` and ``candidate`` (n,) bool masks, ``eval_ratio`` (estimated noise
+        ratio), ``remove_ratio``, ``k_best``, ``iterations`` (one record per iteration).
+    """
+    n = len(y_noisy)
+    st = state or {"selected": np.zeros(n, bool), "candidate": np.ones(n, bool),
+                   "eval_ratio": None, "remove_ratio": None, "k_best": None,
+                   "iterations": []}
+    for k in range(len(st["iterations"]) + 1, iterations + 1):
+        cand = np.flatnonzero(st["candidate"])
+        utils.rng_for(seed, f"incv-iteration-{k}").shuffle(cand)
+        halves = (cand[: len(cand) // 2], cand[len(cand) // 2:])
+        s_idx = np.flatnonzero(st["selected"])
+        keep_best = st["k_best"] is None or k <= st["k_best"]
+        picked, removed = [], []
+        for h, (train_half, held) in enumerate(((halves[0], halves[1]),
+                                                (halves[1], halves[0]))):
+            probs = train_fn(np.concatenate([s_idx, train_half]), held, keep_best,
+                             f"iteration{k}-half{h + 1}")
+            hit = probs.argmax(1) == y_noisy[held]
+            if st["eval_ratio"] is None:  # iteration 1, first half: estimate e once
+                e = noise.estimate_noise_ratio(min(1.0, hit.sum() / (n / 2)), num_classes)
+                st["eval_ratio"] = e
+                st["remove_ratio"] = min(2.0, e / (1 - e)) if e < 1 else 2.0
+                st["k_best"] = k_best_for(pattern, e)
+            picked.append(held[hit])
+            removed.append(largest_loss(held, metrics.cross_entropy(probs, y_noisy[held]),
+                                        st["remove_ratio"] * hit.sum()))
+        new = np.concatenate(picked)
+        st["selected"][new] = True
+        st["candidate"][new] = False
+        n_removed = 0
+        if pattern == "sym":  # the authors removed the large-loss samples for sym only
+            drop = np.concatenate(removed)
+            n_removed = int(st["candidate"][drop].sum())
+            st["candidate"][drop] = False
+        record = {"iteration": k, "selected": int(st["selected"].sum()),
+                  "candidates": int(st["candidate"].sum()), "removed": n_removed,
+                  "keep_best": bool(keep_best)}
+        if y_true is not None:
+            m = metrics.selection_metrics(y_true, y_noisy, st["selected"])
+            record.update(label_precision=m["label_precision"],
+                          label_recall=m["label_recall"])
+        st["iterations"].append(record)
+        if on_iteration is not None:
+            on_iteration(st)
+    return st
+
+def save_incv_state(path, st):
+    utils.save_npz(path, selected=st["selected"], candidate=st["candidate"],
+                   eval_ratio=np.float64(st["eval_ratio"]),
+                   remove_ratio=np.float64(st["remove_ratio"]), k_best=np.int64(st["k_best"]))
+    utils.write_json(path + ".json", st["iterations"])
+
+def load_incv_state(path):
+    with np.load(path) as f:
+        st = {"selected": f["selected"], "candidate": f["candidate"],
+              "eval_ratio": float(f["eval_ratio"]), "remove_ratio": float(f["remove_ratio"]),
+              "k_best": int(f["k_best"])}
+    st["iterations"] = utils.read_json(path + ".json")
+    return st
+
+def write_incv_csv(path, y_true, y_noisy, st):
+    """The authors' per-sample output: y, y_noisy, select, candidate, eval_ratio."""
+    with utils.atomic_write(path) as f:
+        w = csv.writer(f)
+        w.writerow(["y", "y_noisy", "select", "candidate", "eval_ratio"])
+        for row in zip(y_true, y_noisy, st["selected"], st["candidate"]):
+            w.writerow([int(row[0]), int(row[1]), bool(row[2]), bool(row[3]),
+                        st["eval_ratio"]])
+
+def read_incv_csv(path, y_true):
+    """Read a saved selection; checks it belongs to this training set."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--incv_results file '{path}' does not exist")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    need = {"y", "y_noisy", "select", "candidate", "eval_ratio"}
+    if not rows or not need <= set(rows[0]):
+        raise ValueError(f"--incv_results '{path}' needs the columns {sorted(need)}")
+    y = np.array([int(r["y"]) for r in rows])
+    if len(y) != len(y_true) or (y != y_true).any():
+        raise ValueError(f"--incv_results '{path}' was made for another training set "
+                         f"({len(y)} rows vs {len(y_true)} samples, or other labels): use the "
+                         "same --dataset, --n_train and --seed")
+    flag = lambda k: np.array([r[k] == "True" for r in rows])  # noqa: E731
+    return (np.array([int(r["y_noisy"]) for r in rows]),
+            {"selected": flag("select"), "candidate": flag("candidate"),
+             "eval_ratio": float(rows[0]["eval_ratio"]), "iterations": []})
+
+def make_incv_train_fn(args, data, y_noisy, *, seed, out, printer):
+    """INCV's training runs: one compiled ResNet, reset to the same initial weights each run."""
+    keras.utils.set_random_seed(seed)
+    model = training.build_classifier(args, data, devices.device_strategy(args.devices))
+    initial = model.get_weights()
+    schedule = training.PiecewiseLR(args.lr, INCV_BOUNDARIES, INCV_FACTORS,
+                                 paper_epochs=PAPER_INCV_EPOCHS, epochs=args.incv_epochs)
+    aug = resolve_augmentation(args.augment, data.name)
+
+    def train_fn(train_idx, held_idx, keep_best, tag):
+        printer(f"  INCV {tag}: train on {len(train_idx)}, predict {len(held_idx)}"
+                f"{' (best checkpoint)' if keep_best else ''}")
+        probs, info = training.train_and_predict(
+            model, initial, data.x_train[train_idx], y_noisy[train_idx],
+            data.x_train[held_idx], y_noisy[held_idx], epochs=args.incv_epochs,
+            batch_size=args.batch_size, schedule=schedule, augment=aug, seed=seed,
+            keep_best=keep_best, y_held_true=data.y_train[held_idx],
+            log_path=os.path.join(out, "incv_log.jsonl"), log_extra={"run": tag},
+            verbose=args.verbose, printer=printer if args.verbose != 1 else None)
+        return probs
+
+    return train_fn

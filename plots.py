@@ -1,0 +1,97 @@
+"""Figures: confusion vs. transition matrix (arXiv:1905.05040, Fig. 1), the theory sweep
+(Fig. 2), INCV's label precision / recall per iteration (Fig. 3) and test-accuracy curves
+(Fig. 4). Every figure is written atomically with matplotlib's headless Agg backend."""
+
+import glob
+import os
+
+import numpy as np
+
+import utils
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: figures are files
+    import matplotlib.pyplot as plt
+
+    return plt
+
+def plot_confusion_vs_transition(confusion, transition, path, *, title=""):
+    """Side-by-side heat maps: measured held-out confusion M (true x pred) and noise T."""
+    plt = pyplot()
+    c = len(transition)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), constrained_layout=True)
+    for ax, m, name in ((axes[0], confusion, "measured confusion M (held-out)"),
+                        (axes[1], transition, "noise transition T")):
+        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        ax.set(title=name, xlabel="predicted / noisy label", ylabel="true label",
+               xticks=range(c), yticks=range(c))
+        if c <= 10:
+            for i in range(c):
+                for j in range(c):
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if m[i, j] < 0.5 else "black")
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    fig.suptitle(title)
+    utils.save_figure(fig, path)
+
+def plot_theory_sweep(points, path, *, num_classes, title=""):
+    """The paper's theory figure: measured held-out accuracy, LP and LR (points) over the
+    closed-form curves (lines), one panel per noise pattern.
+
+    points: list of dicts with pattern, ratio, noisy_accuracy, label_precision, label_recall.
+    """
+    import noise
+
+    plt = pyplot()
+    patterns = sorted({p["pattern"] for p in points})
+    fig, axes = plt.subplots(1, len(patterns), figsize=(5.2 * len(patterns), 4),
+                             squeeze=False, constrained_layout=True)
+    grid = np.linspace(0, 1, 201)
+    curves = (("noisy_accuracy", "test accuracy (noisy labels)", noise.expected_accuracy),
+              ("label_precision", "label precision", noise.expected_label_precision),
+              ("label_recall", "label recall", noise.expected_label_recall))
+    for ax, pattern in zip(axes[0], patterns):
+        ts = [noise.transition_matrix(pattern, e, num_classes) for e in grid]
+        pts = [p for p in points if p["pattern"] == pattern]
+        for (key, label, formula), color in zip(curves, ("C0", "C1", "C2")):
+            ax.plot(grid, [formula(t) for t in ts], color=color, label=f"{label} (theory)")
+            ax.plot([p["ratio"] for p in pts],
+                    [np.nan if p[key] is None else p[key] for p in pts],
+                    "o", color=color, label=f"{label} (measured)")
+        ax.set(title=f"{pattern} noise", xlabel="noise ratio e", ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    utils.save_figure(fig, path)
+
+
+def plot_incv(records, path, title):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 3.5), constrained_layout=True)
+    it = [r["iteration"] for r in records]
+    ax.plot(it, [r["label_precision"] for r in records], "o-", label="label precision")
+    ax.plot(it, [r["label_recall"] for r in records], "s-", label="label recall")
+    ax.set(xlabel="INCV iteration", xticks=it, ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    utils.save_figure(fig, path)
+
+def plot_test_curves(setting_dir, seed, path, title):
+    """Test accuracy per epoch of every method found under one setting (same seed)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    for k, log in enumerate(sorted(glob.glob(os.path.join(setting_dir, "*", f"seed{seed}",
+                                                          "log.jsonl")))):
+        rows = utils.read_jsonl(log)
+        method = log.split(os.sep)[-3]
+        for key, style in (("test_accuracy_model1", "-"), ("test_accuracy_model2", "--")):
+            pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), style, color=f"C{k}",
+                        label=f"{method} ({key.rsplit('_', 1)[1]})")
+    ax.set(xlabel="epoch", ylabel="clean test accuracy", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    utils.save_figure(fig, path)

@@ -1,0 +1,236 @@
+"""Training one network: the authors' compile settings, learning-rate schedules with Adam
+resets, per-epoch checkpoints and held-out monitoring, and ``train_and_predict``, the
+"train on one part, predict the other" routine that noisy_cv.py and every INCV run share.
+"""
+
+import json
+import time
+
+import numpy as np
+
+import keras
+
+import devices
+import metrics
+import utils
+from data import make_train_dataset
+
+class PiecewiseLR:
+    """lr(epoch) = base * factor_k for the last boundary_k with epoch > boundary_k.
+
+    Boundaries are given for ``paper_epochs`` and scale with the run's ``epochs`` so that a
+    short CPU run keeps the schedule's shape; at the paper's epochs they are exact.
+    ``epoch`` is 0-based, as in the authors' Keras ``lr_schedule(epoch)``.
+    """
+
+    def __init__(self, base, boundaries, factors, *, paper_epochs, epochs):
+        if len(boundaries) != len(factors):
+            raise ValueError("boundaries and factors must have the same length")
+        self.base = float(base)
+        self.boundaries = [b * epochs / paper_epochs for b in boundaries]
+        self.factors = list(factors)
+
+    def __call__(self, epoch, lr=None):
+        factor = 1.0
+        for boundary, f in zip(self.boundaries, self.factors):
+            if epoch > boundary:
+                factor = f
+        return self.base * factor
+
+def reset_optimizer(optimizer):
+    """Zero an optimizer's slots and step count, as a fresh one would start (keeps lr)."""
+    for v in optimizer.variables:
+        if "learning_rate" not in v.path:
+            v.assign(keras.ops.zeros(v.shape, v.dtype))
+
+class EpochSchedule(keras.callbacks.Callback):
+    """Set each optimizer's learning rate from ``schedule(epoch)`` at every epoch start and,
+    with ``reset_on_drop``, zero the optimizers' state whenever the rate changes: the
+    authors re-compiled at each drop, which gave a fresh Adam. ``on_epoch`` (optional)
+    is called with the epoch too (e.g. to update Co-teaching's forget rate)."""
+
+    def __init__(self, schedule, optimizers, *, reset_on_drop=True, on_epoch=None):
+        super().__init__()
+        self.schedule, self.optimizers = schedule, list(optimizers)
+        self.reset_on_drop, self.on_epoch = reset_on_drop, on_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        lr = self.schedule(epoch)
+        changed = epoch > 0 and lr != self.schedule(epoch - 1)
+        for opt in self.optimizers:
+            opt.learning_rate.assign(lr)
+            if changed and self.reset_on_drop:
+                reset_optimizer(opt)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch)
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After each epoch atomically save the model's weights, its optimizers' state and the
+    number of finished epochs to ``path`` (an .npz), so a killed run can ``--resume``."""
+
+    def __init__(self, path, optimizers):
+        super().__init__()
+        self.path, self.optimizers = path, list(optimizers)
+
+    def on_epoch_end(self, epoch, logs=None):
+        arrays = {f"w{i}": w for i, w in enumerate(self.model.get_weights())}
+        for k, opt in enumerate(self.optimizers):
+            arrays.update({f"o{k}_{i}": keras.ops.convert_to_numpy(v)
+                           for i, v in enumerate(opt.variables)})
+        utils.save_npz(self.path, epochs_done=np.int64(epoch + 1), **arrays)
+
+def restore_checkpoint(path, model, optimizers):
+    """Load an :class:`EpochCheckpoint` file into ``model`` and its (built) optimizers;
+    returns the number of finished epochs."""
+    with np.load(path) as f:
+        model.set_weights([f[f"w{i}"] for i in range(len(model.get_weights()))])
+        for k, opt in enumerate(optimizers):
+            for i, v in enumerate(opt.variables):
+                v.assign(f[f"o{k}_{i}"])
+        return int(f["epochs_done"])
+
+class TrainDiagnostics(keras.callbacks.Callback):
+    """The authors' end-of-epoch tracking: loss and accuracy w.r.t. noisy labels of each
+    network on a fixed random subset (<= 1000) of its training samples, split into
+    samples whose label is clean / noisy. Tracking only, never used for training."""
+
+    def __init__(self, nets, x, y_noisy, clean, *, names=("model1", "model2")):
+        super().__init__()
+        self.nets, self.x, self.y, self.clean, self.names = nets, x, y_noisy, clean, names
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        for net, name in zip(self.nets, self.names):
+            probs = net.predict(self.x, batch_size=1024, verbose=0)
+            ce, hit = metrics.cross_entropy(probs, self.y), probs.argmax(1) == self.y
+            for part, mask in (("mix", slice(None)), ("clean", self.clean),
+                               ("noisy", ~self.clean)):
+                n = len(ce[mask])
+                logs[f"train_loss_{part}_{name}"] = float(ce[mask].mean()) if n else float("nan")
+                logs[f"train_acc_{part}_{name}"] = float(hit[mask].mean()) if n else float("nan")
+
+class HeldOutMonitor(keras.callbacks.Callback):
+    """The authors' held-out callback: after each epoch predict the held-out part and log
+    accuracy w.r.t. its noisy labels, split into samples whose label is clean / noisy.
+
+    With ``keep_best`` it also keeps (in memory) the weights of the epoch with the best
+    held-out noisy accuracy and restores them when training ends (the authors'
+    ModelCheckpoint on val accuracy, which on Keras >= 2.3 silently never fired).
+    """
+
+    def __init__(self, x, y_noisy, y_true=None, *, batch_size=1024, keep_best=False):
+        super().__init__()
+        self.x, self.y_noisy, self.batch_size = x, y_noisy, batch_size
+        self.clean = None if y_true is None else (y_true == y_noisy)
+        self.keep_best = keep_best
+        self.best, self.best_epoch, self.best_weights = -1.0, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        probs = self.model.predict(self.x, batch_size=self.batch_size, verbose=0)
+        hit = probs.argmax(1) == self.y_noisy
+        acc = float(hit.mean())
+        if logs is not None:
+            logs["val_noisy_accuracy"] = acc
+            if self.clean is not None:
+                logs["val_acc_clean_labels"] = float(hit[self.clean].mean()) \
+                    if self.clean.any() else float("nan")
+                logs["val_acc_noisy_labels"] = float(hit[~self.clean].mean()) \
+                    if (~self.clean).any() else float("nan")
+        if self.keep_best and acc > self.best:
+            self.best, self.best_epoch = acc, epoch
+            self.best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.keep_best and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+class JsonlLogger(keras.callbacks.Callback):
+    """Append one JSON line per epoch (epoch, lr, seconds, every logged metric) to ``path``;
+    optionally echo a one-line summary through ``printer``."""
+
+    def __init__(self, path, *, extra=None, printer=None, optimizer=None):
+        super().__init__()
+        self.path, self.extra, self.printer = path, dict(extra or {}), printer
+        self.optimizer = optimizer  # whose lr is logged; default: the model's
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {**self.extra, "epoch": epoch + 1,
+               "lr": float(keras.ops.convert_to_numpy(
+                   (self.optimizer or self.model.optimizer).learning_rate)),
+               "seconds": round(time.time() - self._t0, 3)}
+        # Keras' LearningRateScheduler also logs "learning_rate": already in "lr".
+        row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if self.printer:
+            self.printer("  " + " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+def compile_classifier(model, *, lr=1e-3, steps_per_execution=1, jit_compile="auto"):
+    """Adam + sparse cross-entropy on softmax outputs + accuracy, as the authors compiled.
+
+    ``steps_per_execution`` > 1 runs that many steps per call of the compiled function
+    (less Python per step; callbacks then see logs every that many batches).
+    ``jit_compile``: Keras' "auto" leaves XLA off on a CPU (it is ~2x slower there).
+    """
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+    return model
+
+def build_classifier(args, data, strategy):
+    """``--arch`` for ``data``, compiled as the authors did, on ``--devices``' strategy."""
+    import models
+
+    with strategy.scope():
+        net = models.build_model(args.arch, data.input_shape, data.num_classes)
+        devices.sync_batchnorm(net, strategy)
+        return compile_classifier(net, lr=args.lr)
+
+def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
+                      epochs, batch_size, schedule, augment="none", seed=0, keep_best=False,
+                      y_held_true=None, log_path=None, log_extra=None, verbose=1,
+                      printer=None, callbacks=()):
+    """Train on one part from ``initial_weights``, then predict the held-out part.
+
+    The routine behind noisy cross-validation (noisy_cv.py) and every INCV training run.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Compiled classifier (softmax output). Its weights are overwritten with
+        ``initial_weights`` and its optimizer state is reset, so one compiled model serves
+        many runs without re-tracing.
+    x_fit, y_fit : (n, h, w, ch) float32, (n,) int
+        Training part (noisy labels).
+    x_held, y_held : (m, h, w, ch) float32, (m,) int
+        Held-out part and its noisy labels (monitored each epoch).
+    schedule : callable epoch -> lr
+        E.g. a :class:`PiecewiseLR`.
+    keep_best : bool
+        Restore the epoch with the best held-out noisy accuracy (INCV's checkpoint rule).
+    y_held_true : (m,) int, optional
+        True labels, for tracking accuracy on clean / noisy held-out samples only.
+
+    Returns
+    -------
+    probs : (m, c) float32
+        Held-out softmax outputs of the final (or best) weights.
+    info : dict
+        ``history`` (per-epoch logs), ``best_epoch`` (1-based, or None).
+    """
+    model.set_weights(initial_weights)
+    reset_optimizer(model.optimizer)
+    monitor = HeldOutMonitor(x_held, y_held, y_held_true, keep_best=keep_best)
+    cbs = [keras.callbacks.LearningRateScheduler(schedule), monitor,
+           JsonlLogger(log_path, extra=log_extra, printer=printer), *callbacks]
+    ds = make_train_dataset(x_fit, y_fit, batch_size=batch_size, augment=augment, seed=seed)
+    history = model.fit(ds, epochs=epochs, callbacks=cbs, verbose=verbose, shuffle=False)
+    probs = model.predict(x_held, batch_size=1024, verbose=0)
+    best = monitor.best_epoch + 1 if keep_best and monitor.best_epoch is not None else None
+    return probs, {"history": history.history, "best_epoch": best}
