@@ -83,6 +83,7 @@ COT_BOUNDARIES, COT_FACTORS = (79, 119, 159, 179), (0.1, 0.01, 0.001, 0.0005)
 # whose S share is so small that the clip to 1 applies. The metrics aggregate over all replicas
 # (sums of totals and counts); ``keep`` logs ``K`` per step.
 
+
 class CoTeaching(keras.Model):
     """Two networks trained with the Co-teaching exchange in one fused training step.
 
@@ -392,6 +393,7 @@ def epochs_scaled(paper_value, args):
     """An epoch count of the paper's 200-epoch schedule, scaled to --epochs."""
     return int(round(paper_value * args.epochs / PAPER_EPOCHS))
 
+
 def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, warmup, out,
                        printer, standard=False):
     """Co-teaching (two nets) or standard training (one net) with per-epoch test accuracy,
@@ -469,6 +471,7 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
                       shuffle=False)
             start = end
     return utils.read_jsonl(log)
+
 
 class _TestAccuracyNames(keras.callbacks.Callback):
     """Give every method the same log keys: test_accuracy_model1 (and _model2)."""

@@ -23,6 +23,7 @@ DATASETS = ("cifar10", "cifar100", "digits")
 
 AUGMENTATIONS = ("auto", "standard", "shift", "none")
 
+
 @dataclasses.dataclass
 class Data:
     """A labelled image dataset. x_*: float32 (n, h, w, ch) in [0, 1]; y_*: int64 (n,)."""
@@ -38,23 +39,28 @@ class Data:
     def input_shape(self):
         return tuple(self.x_train.shape[1:])
 
+
 def dataset_name(spec):
     """The name used in result paths: the dataset name, or an .npz file's stem."""
     return os.path.splitext(os.path.basename(spec))[0] if spec.endswith(".npz") else spec
+
 
 def _unpickle(path):
     with open(path, "rb") as f:
         return pickle.load(f, encoding="bytes")
 
+
 def _cifar_pixels(flat):
     # Official layout: uint8 rows of 3072 = R, G, B planes of 32x32.
     return flat.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
 
 def _missing(name, path, url):
     return FileNotFoundError(
         f"{name} not found: expected the official python-version files in '{path}'. "
         f"Download {url}, unpack it into the data directory (--data_dir), or run where "
         "Keras can download it.")
+
 
 def _load_cifar(name, data_dir, download):
     import keras
@@ -86,6 +92,7 @@ def _load_cifar(name, data_dir, download):
         raise _missing(name, folder, url) from err
     return xtr, ytr.reshape(-1), xte, yte.reshape(-1)
 
+
 def _load_digits():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -97,6 +104,7 @@ def _load_digits():
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, stratify=y,
                                               random_state=0)
     return x_tr, y_tr, x_te, y_te
+
 
 def _load_npz(path):
     if not os.path.isfile(path):
@@ -116,11 +124,13 @@ def _load_npz(path):
                              f"{x.dtype} in [{x.min()}, {x.max()}]")
     return arrays
 
+
 def _to_unit_float(x):
     x = x[..., None] if x.ndim == 3 else x
     if x.dtype == np.uint8:
         return x.astype(np.float32) / np.float32(255.0)
     return x.astype(np.float32)
+
 
 def load_dataset(spec, *, data_dir="data", download=True):
     """Load a dataset by name or ``.npz`` path.
@@ -165,6 +175,7 @@ def load_dataset(spec, *, data_dir="data", download=True):
     return Data(dataset_name(spec), xtr, ytr.astype(np.int64), xte, yte.astype(np.int64),
                 num_classes)
 
+
 def stratified_subset(y, n, *, seed):
     """Indices of a seeded, class-stratified subset of size ``n`` (sorted), or all if None."""
     if n is None or n >= len(y):
@@ -177,10 +188,12 @@ def stratified_subset(y, n, *, seed):
                               random_state=int(rng_for(seed, "subset").integers(2**31)))
     return np.sort(idx)
 
+
 def split_halves(n, *, rng):
     """A random partition of ``range(n)`` into two halves (first gets the extra one)."""
     perm = rng.permutation(n)
     return np.sort(perm[: (n + 1) // 2]), np.sort(perm[(n + 1) // 2:])
+
 
 def load_training_data(args, printer):
     """The dataset of ``--dataset``, its training part cut to the ``--n_train`` subset."""
@@ -191,6 +204,7 @@ def load_training_data(args, printer):
         printer("note: the --n_train subset is drawn with the first seed for every seed")
     return data
 
+
 def resolve_augmentation(kind, dataset):
     """"auto" -> "none" for 8x8 digits (a 1-pixel shift is 12% of the image and flipped
     digits are other digits), else the authors' "standard" shift + flip."""
@@ -199,6 +213,7 @@ def resolve_augmentation(kind, dataset):
     if kind == "auto":
         return "none" if dataset == "digits" else "standard"
     return kind
+
 
 def make_augmenter(kind, *, seed):
     """Keras preprocessing layers for the authors' augmentation, or None.
@@ -216,6 +231,7 @@ def make_augmenter(kind, *, seed):
     elif kind != "shift":
         raise ValueError(f"unknown augmentation '{kind}'")
     return keras.Sequential(layers, name=f"augment_{kind}")
+
 
 def _pixels_in_memory(x, chunk=4096):
     """``x`` as one in-memory tensor and the per-batch function that restores float32.
@@ -237,6 +253,7 @@ def _pixels_in_memory(x, chunk=4096):
         else:
             return tf.constant(q), lambda b: tf.cast(b, tf.float32) / 255.0
     return tf.constant(x), lambda b: b
+
 
 def make_train_dataset(x, y, *, batch_size, augment="none", seed=0, shuffle=True):
     """A tf.data pipeline: shuffle each epoch, batch, augment in the pipeline, prefetch.
@@ -263,6 +280,7 @@ def make_train_dataset(x, y, *, batch_size, augment="none", seed=0, shuffle=True
 
     ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
 
 def make_coteaching_dataset(x, y, clean, s_idx, c_idx, *, batch_size, c_batch_size,
                             augment="none", seed=0):

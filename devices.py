@@ -22,6 +22,7 @@ DEVICES_HELP = (
 
 _STRATEGIES = {}
 
+
 def device_strategy(devices="default"):
     """The tf.distribute strategy for ``--devices``.
 
@@ -61,6 +62,7 @@ def device_strategy(devices="default"):
                                 else tf.distribute.get_strategy())
     return _STRATEGIES[devices]
 
+
 def strategy_devices(strategy):
     """The devices a strategy's replicas run on (one name per replica); for the default
     strategy, the one device TensorFlow places work on by default."""
@@ -71,6 +73,7 @@ def strategy_devices(strategy):
     gpus = tf.config.list_logical_devices("GPU")
     return [(gpus or tf.config.list_logical_devices("CPU"))[0].name]
 
+
 def describe_strategy(strategy):
     """One line saying which devices train, e.g. for the scripts to print with --devices all."""
     names = strategy_devices(strategy)
@@ -79,6 +82,7 @@ def describe_strategy(strategy):
                 f"({', '.join(names)}); each batch is split across them")
     return (f"--devices all: only one device is visible ({names[0]}), so no MirroredStrategy: "
             "training on it with TensorFlow's default placement, as --devices default")
+
 
 def check_batch_size(batch_size, strategy):
     """Raise ValueError unless ``batch_size`` splits evenly across the strategy's replicas.
@@ -96,6 +100,7 @@ def check_batch_size(batch_size, strategy):
             f"--batch_size {batch_size} does not split evenly across the {replicas} replicas "
             f"of --devices all; use a multiple of {replicas} (or CUDA_VISIBLE_DEVICES to "
             "choose the GPUs)")
+
 
 def sync_batchnorm(model, strategy):
     """Under a multi-replica ``strategy``, make every BatchNormalization layer of ``model``
@@ -128,6 +133,7 @@ def sync_batchnorm(model, strategy):
             count += 1
         stack.extend(getattr(layer, "layers", None) or [])
     return count
+
 
 def run_strategy(args, printer):
     """``--devices``' strategy, checked against ``--batch_size``; says which devices train."""

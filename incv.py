@@ -21,17 +21,20 @@ PAPER_INCV_EPOCHS = 50      # each INCV training run
 # INCV runs: Adam 1e-3, x0.5 after epoch 20, x0.25 after 30, x0.1 after 40 (of 50).
 INCV_BOUNDARIES, INCV_FACTORS = (20, 30, 40), (0.5, 0.25, 0.1)
 
+
 def k_best_for(pattern, eval_ratio):
     """Iterations (from the first) that keep the best-validation checkpoint (PAPER.md sec 3)."""
     if pattern == "asym" or eval_ratio > 0.6:
         return 1
     return 2 if eval_ratio > 0.3 else 4
 
+
 def largest_loss(idx, losses, count):
     """The ``count`` samples of ``idx`` with the largest loss (none when count is 0; the
     authors' ``argsort(...)[-0:]`` took the whole half in that case)."""
     count = min(int(count), len(idx))
     return idx[np.argsort(losses, kind="stable")[len(idx) - count:]] if count else idx[:0]
+
 
 def incv_select(y_noisy, *, num_classes, pattern, train_fn, seed, iterations=4, state=None,
                 y_true=None, on_iteration=None):
@@ -102,11 +105,13 @@ def incv_select(y_noisy, *, num_classes, pattern, train_fn, seed, iterations=4, 
             on_iteration(st)
     return st
 
+
 def save_incv_state(path, st):
     utils.save_npz(path, selected=st["selected"], candidate=st["candidate"],
                    eval_ratio=np.float64(st["eval_ratio"]),
                    remove_ratio=np.float64(st["remove_ratio"]), k_best=np.int64(st["k_best"]))
     utils.write_json(path + ".json", st["iterations"])
+
 
 def load_incv_state(path):
     with np.load(path) as f:
@@ -116,6 +121,7 @@ def load_incv_state(path):
     st["iterations"] = utils.read_json(path + ".json")
     return st
 
+
 def write_incv_csv(path, y_true, y_noisy, st):
     """The authors' per-sample output: y, y_noisy, select, candidate, eval_ratio."""
     with utils.atomic_write(path) as f:
@@ -124,6 +130,7 @@ def write_incv_csv(path, y_true, y_noisy, st):
         for row in zip(y_true, y_noisy, st["selected"], st["candidate"]):
             w.writerow([int(row[0]), int(row[1]), bool(row[2]), bool(row[3]),
                         st["eval_ratio"]])
+
 
 def read_incv_csv(path, y_true):
     """Read a saved selection; checks it belongs to this training set."""
@@ -143,6 +150,7 @@ def read_incv_csv(path, y_true):
     return (np.array([int(r["y_noisy"]) for r in rows]),
             {"selected": flag("select"), "candidate": flag("candidate"),
              "eval_ratio": float(rows[0]["eval_ratio"]), "iterations": []})
+
 
 def make_incv_train_fn(args, data, y_noisy, *, seed, out, printer):
     """INCV's training runs: one compiled ResNet, reset to the same initial weights each run."""

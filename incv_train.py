@@ -129,6 +129,7 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
                      f"{data.name}, {pattern} {ratio:g}, seed {seed}")
     return summary
 
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -167,8 +168,10 @@ def parse_args(argv=None):
         p.error("--incv_only and --incv_results contradict each other: choose one")
     return args
 
+
 def run_dir(args, dataset, pattern, ratio, method, seed):
     return os.path.join(args.results_dir, dataset, pattern, f"{ratio:g}", method, f"seed{seed}")
+
 
 def main(args):
     utils.load_tensorflow()

@@ -4,9 +4,11 @@ row-normalised confusion matrix that the theory compares with the transition mat
 
 import numpy as np
 
+
 def cross_entropy(probs, labels, eps=1e-12):
     """Per-sample cross-entropy -log p[label]; probs (n, c), labels (n,) -> (n,)."""
     return -np.log(np.clip(probs[np.arange(len(labels)), labels], eps, None))
+
 
 def selection_metrics(y_true, y_noisy, selected):
     """Label precision / recall of a selection (PAPER.md sec. 2).
@@ -21,6 +23,7 @@ def selection_metrics(y_true, y_noisy, selected):
     return {"label_precision": float(tp / n_sel) if n_sel else float("nan"),
             "label_recall": float(tp / n_clean) if n_clean else float("nan"),
             "selected": int(n_sel)}
+
 
 def normalized_confusion(y_true, y_pred, num_classes):
     """Row-normalised confusion matrix (rows: true label, columns: prediction), (c, c)."""

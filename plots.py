@@ -9,6 +9,7 @@ import numpy as np
 
 import utils
 
+
 def pyplot():
     import matplotlib
 
@@ -16,6 +17,7 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
 
 def plot_confusion_vs_transition(confusion, transition, path, *, title=""):
     """Side-by-side heat maps: measured held-out confusion M (true x pred) and noise T."""
@@ -35,6 +37,7 @@ def plot_confusion_vs_transition(confusion, transition, path, *, title=""):
     fig.colorbar(im, ax=axes, shrink=0.8)
     fig.suptitle(title)
     utils.save_figure(fig, path)
+
 
 def plot_theory_sweep(points, path, *, num_classes, title=""):
     """The paper's theory figure: measured held-out accuracy, LP and LR (points) over the
@@ -77,6 +80,7 @@ def plot_incv(records, path, title):
     ax.grid(alpha=0.3)
     ax.legend()
     utils.save_figure(fig, path)
+
 
 def plot_test_curves(setting_dir, seed, path, title):
     """Test accuracy per epoch of every method found under one setting (same seed)."""

@@ -15,6 +15,7 @@ import metrics
 import utils
 from data import make_train_dataset
 
+
 class PiecewiseLR:
     """lr(epoch) = base * factor_k for the last boundary_k with epoch > boundary_k.
 
@@ -37,11 +38,13 @@ class PiecewiseLR:
                 factor = f
         return self.base * factor
 
+
 def reset_optimizer(optimizer):
     """Zero an optimizer's slots and step count, as a fresh one would start (keeps lr)."""
     for v in optimizer.variables:
         if "learning_rate" not in v.path:
             v.assign(keras.ops.zeros(v.shape, v.dtype))
+
 
 class EpochSchedule(keras.callbacks.Callback):
     """Set each optimizer's learning rate from ``schedule(epoch)`` at every epoch start and,
@@ -64,6 +67,7 @@ class EpochSchedule(keras.callbacks.Callback):
         if self.on_epoch is not None:
             self.on_epoch(epoch)
 
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """After each epoch atomically save the model's weights, its optimizers' state and the
     number of finished epochs to ``path`` (an .npz), so a killed run can ``--resume``."""
@@ -79,6 +83,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                            for i, v in enumerate(opt.variables)})
         utils.save_npz(self.path, epochs_done=np.int64(epoch + 1), **arrays)
 
+
 def restore_checkpoint(path, model, optimizers):
     """Load an :class:`EpochCheckpoint` file into ``model`` and its (built) optimizers;
     returns the number of finished epochs."""
@@ -88,6 +93,7 @@ def restore_checkpoint(path, model, optimizers):
             for i, v in enumerate(opt.variables):
                 v.assign(f[f"o{k}_{i}"])
         return int(f["epochs_done"])
+
 
 class TrainDiagnostics(keras.callbacks.Callback):
     """The authors' end-of-epoch tracking: loss and accuracy w.r.t. noisy labels of each
@@ -109,6 +115,7 @@ class TrainDiagnostics(keras.callbacks.Callback):
                 n = len(ce[mask])
                 logs[f"train_loss_{part}_{name}"] = float(ce[mask].mean()) if n else float("nan")
                 logs[f"train_acc_{part}_{name}"] = float(hit[mask].mean()) if n else float("nan")
+
 
 class HeldOutMonitor(keras.callbacks.Callback):
     """The authors' held-out callback: after each epoch predict the held-out part and log
@@ -145,6 +152,7 @@ class HeldOutMonitor(keras.callbacks.Callback):
         if self.keep_best and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
 
+
 class JsonlLogger(keras.callbacks.Callback):
     """Append one JSON line per epoch (epoch, lr, seconds, every logged metric) to ``path``;
     optionally echo a one-line summary through ``printer``."""
@@ -171,6 +179,7 @@ class JsonlLogger(keras.callbacks.Callback):
             self.printer("  " + " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 
+
 def compile_classifier(model, *, lr=1e-3, steps_per_execution=1, jit_compile="auto"):
     """Adam + sparse cross-entropy on softmax outputs + accuracy, as the authors compiled.
 
@@ -183,6 +192,7 @@ def compile_classifier(model, *, lr=1e-3, steps_per_execution=1, jit_compile="au
                   steps_per_execution=steps_per_execution, jit_compile=jit_compile)
     return model
 
+
 def build_classifier(args, data, strategy):
     """``--arch`` for ``data``, compiled as the authors did, on ``--devices``' strategy."""
     import models
@@ -191,6 +201,7 @@ def build_classifier(args, data, strategy):
         net = models.build_model(args.arch, data.input_shape, data.num_classes)
         devices.sync_batchnorm(net, strategy)
         return compile_classifier(net, lr=args.lr)
+
 
 def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
                       epochs, batch_size, schedule, augment="none", seed=0, keep_best=False,

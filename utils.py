@@ -24,6 +24,7 @@ import numpy as np
 # (tests/test_models.py checks the two agree).
 ARCHS = ("cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 
+
 def rng_for(seed, purpose):
     """A numpy Generator for one purpose ("noise", "split", ...) of one ``--seed``.
 
@@ -31,6 +32,7 @@ def rng_for(seed, purpose):
     the number of draws made for the split. crc32 (not ``hash``) is stable across runs.
     """
     return np.random.default_rng([int(seed), zlib.crc32(purpose.encode())])
+
 
 def prepare_run_dir(path, *, overwrite=False, resume=False):
     """Create a run directory; refuse to touch an earlier run's unless told.
@@ -49,6 +51,7 @@ def prepare_run_dir(path, *, overwrite=False, resume=False):
     os.makedirs(path, exist_ok=True)
     return path
 
+
 @contextlib.contextmanager
 def atomic_write(path, mode="w"):
     """Write to a temporary file beside ``path`` and rename it into place on success."""
@@ -64,6 +67,7 @@ def atomic_write(path, mode="w"):
             os.remove(tmp)
         raise
 
+
 def _jsonable(obj):
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -77,15 +81,18 @@ def _jsonable(obj):
         return None  # strict JSON has no NaN
     return obj
 
+
 def write_json(path, obj):
     """Atomically write ``obj`` (numpy values allowed; NaN -> null) as indented JSON."""
     with atomic_write(path) as f:
         json.dump(_jsonable(obj), f, indent=2)
         f.write("\n")
 
+
 def read_json(path):
     with open(path) as f:
         return json.load(f)
+
 
 def read_jsonl(path):
     """The rows of a JSON-lines file (one object per line); [] when it does not exist."""
@@ -100,6 +107,7 @@ def save_npz(path, **arrays):
     with atomic_write(path, "wb") as f:
         np.savez_compressed(f, **arrays)
 
+
 def save_figure(fig, path):
     """Atomically save a matplotlib figure (format from the extension) and close it."""
     import matplotlib.pyplot as plt
@@ -107,6 +115,7 @@ def save_figure(fig, path):
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format=os.path.splitext(path)[1][1:], dpi=120, bbox_inches="tight")
     plt.close(fig)
+
 
 def run_config(args, **extra):
     """The resolved configuration of a run: every flag, plus versions and provenance."""
@@ -126,6 +135,7 @@ def run_config(args, **extra):
                          "numpy": np.__version__},
             "git_commit": commit, "host": platform.node(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
 
 def load_tensorflow():
     """Import TensorFlow (and Keras) quietly, once, with the scripts' settings.
@@ -176,6 +186,7 @@ def cli(main, args):
         return 2
     return 0
 
+
 def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch size"):
     """The flags both scripts share (data, noise, network, seeds, results, devices)."""
     import data  # here, not at the top: data and devices import utils
@@ -213,6 +224,7 @@ def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch siz
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                    help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
 
+
 def check_run_arguments(parser, args, *, positive=("epochs", "batch_size")):
     """Reject flag values no run could use, through ``parser.error`` (exit status 2)."""
     for e in args.noisy_ratio:
@@ -223,6 +235,7 @@ def check_run_arguments(parser, args, *, positive=("epochs", "batch_size")):
             parser.error(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
     if args.n_train is not None and args.n_train < 4:
         parser.error(f"--n_train must be at least 4, got {args.n_train}")
+
 
 def plan_runs(run_dirs, *, skip_existing=False, overwrite=False, resume=False, printer=None):
     """Check every run directory before any training starts.
