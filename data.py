@@ -26,7 +26,9 @@ AUGMENTATIONS = ("auto", "standard", "shift", "none")
 
 @dataclasses.dataclass
 class Data:
-    """A labelled image dataset. x_*: float32 (n, h, w, ch) in [0, 1]; y_*: int64 (n,)."""
+    """A labelled image dataset. x_*: float32 (n, h, w, ch) in [0, 1]; y_*: int64 (n,);
+    ``train_index`` (n,) int64: each training sample's position in the dataset as given
+    (not the identity under ``--n_train``), so results map back to the user's samples."""
 
     name: str
     x_train: np.ndarray
@@ -34,6 +36,11 @@ class Data:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    train_index: np.ndarray = None
+
+    def __post_init__(self):
+        if self.train_index is None:
+            self.train_index = np.arange(len(self.y_train), dtype=np.int64)
 
     @property
     def input_shape(self):
@@ -200,6 +207,7 @@ def load_training_data(args, printer):
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
     subset = stratified_subset(data.y_train, args.n_train, seed=args.seed[0])
     data.x_train, data.y_train = data.x_train[subset], data.y_train[subset]
+    data.train_index = data.train_index[subset]
     if args.n_train is not None and len(args.seed) > 1:
         printer("note: the --n_train subset is drawn with the first seed for every seed")
     return data

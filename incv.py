@@ -59,12 +59,17 @@ def incv_select(y_noisy, *, num_classes, pattern, train_fn, seed, iterations=4, 
     -------
     dict
         ``selected`` and ``candidate`` (n,) bool masks, ``eval_ratio`` (estimated noise
-        ratio), ``remove_ratio``, ``k_best``, ``iterations`` (one record per iteration).
+        ratio), ``remove_ratio``, ``k_best``, ``iterations`` (one record per iteration),
+        ``heldout_loss`` (n,) float: each sample's cross-entropy w.r.t. its noisy label the
+        last time it was predicted held-out (NaN if never), ``oos_probs`` (n, c) float32:
+        iteration 1's held-out probabilities, which cover every sample once, each predicted
+        by the run that did not train on it (out-of-sample).
     """
     n = len(y_noisy)
     st = state or {"selected": np.zeros(n, bool), "candidate": np.ones(n, bool),
                    "eval_ratio": None, "remove_ratio": None, "k_best": None,
-                   "iterations": []}
+                   "iterations": [], "heldout_loss": np.full(n, np.nan),
+                   "oos_probs": None}
     for k in range(len(st["iterations"]) + 1, iterations + 1):
         cand = np.flatnonzero(st["candidate"])
         utils.rng_for(seed, f"incv-iteration-{k}").shuffle(cand)
@@ -77,14 +82,19 @@ def incv_select(y_noisy, *, num_classes, pattern, train_fn, seed, iterations=4, 
             probs = train_fn(np.concatenate([s_idx, train_half]), held, keep_best,
                              f"iteration{k}-half{h + 1}")
             hit = probs.argmax(1) == y_noisy[held]
+            loss = metrics.cross_entropy(probs, y_noisy[held])
+            st["heldout_loss"][held] = loss
+            if k == 1:
+                if st["oos_probs"] is None:
+                    st["oos_probs"] = np.full((n, probs.shape[1]), np.nan, np.float32)
+                st["oos_probs"][held] = probs
             if st["eval_ratio"] is None:  # iteration 1, first half: estimate e once
                 e = noise.estimate_noise_ratio(min(1.0, hit.sum() / (n / 2)), num_classes)
                 st["eval_ratio"] = e
                 st["remove_ratio"] = min(2.0, e / (1 - e)) if e < 1 else 2.0
                 st["k_best"] = k_best_for(pattern, e)
             picked.append(held[hit])
-            removed.append(largest_loss(held, metrics.cross_entropy(probs, y_noisy[held]),
-                                        st["remove_ratio"] * hit.sum()))
+            removed.append(largest_loss(held, loss, st["remove_ratio"] * hit.sum()))
         new = np.concatenate(picked)
         st["selected"][new] = True
         st["candidate"][new] = False
@@ -109,7 +119,8 @@ def incv_select(y_noisy, *, num_classes, pattern, train_fn, seed, iterations=4, 
 def save_incv_state(path, st):
     utils.save_npz(path, selected=st["selected"], candidate=st["candidate"],
                    eval_ratio=np.float64(st["eval_ratio"]),
-                   remove_ratio=np.float64(st["remove_ratio"]), k_best=np.int64(st["k_best"]))
+                   remove_ratio=np.float64(st["remove_ratio"]), k_best=np.int64(st["k_best"]),
+                   heldout_loss=st["heldout_loss"], oos_probs=st["oos_probs"])
     utils.write_json(path + ".json", st["iterations"])
 
 
@@ -117,7 +128,8 @@ def load_incv_state(path):
     with np.load(path) as f:
         st = {"selected": f["selected"], "candidate": f["candidate"],
               "eval_ratio": float(f["eval_ratio"]), "remove_ratio": float(f["remove_ratio"]),
-              "k_best": int(f["k_best"])}
+              "k_best": int(f["k_best"]), "heldout_loss": f["heldout_loss"],
+              "oos_probs": f["oos_probs"]}
     st["iterations"] = utils.read_json(path + ".json")
     return st
 
@@ -130,6 +142,32 @@ def write_incv_csv(path, y_true, y_noisy, st):
         for row in zip(y_true, y_noisy, st["selected"], st["candidate"]):
             w.writerow([int(row[0]), int(row[1]), bool(row[2]), bool(row[3]),
                         st["eval_ratio"]])
+
+
+def write_cleaned_set(path, *, index, given_label, selected, candidate, heldout_loss=None):
+    """The selection as a user applies it to their own data, one row per training sample.
+
+    Columns: ``index`` (the sample's position in the dataset as given, also under
+    ``--n_train``), ``given_label`` (the label the selection judged), ``status``
+    (``selected``: trust it, the set S; ``candidate``: undecided, the set C; ``removed``:
+    dropped as a large-loss sample) and ``heldout_loss`` (cross-entropy of the given label
+    the last time the sample was predicted by a network that did not train on it; empty
+    where never computed).
+
+    Parameters
+    ----------
+    index, given_label : (n,) int
+    selected, candidate : (n,) bool
+    heldout_loss : (n,) float, optional
+    """
+    n = len(index)
+    loss = np.full(n, np.nan) if heldout_loss is None else np.asarray(heldout_loss, float)
+    status = np.where(selected, "selected", np.where(candidate, "candidate", "removed"))
+    with utils.atomic_write(path) as f:
+        w = csv.writer(f)
+        w.writerow(["index", "given_label", "status", "heldout_loss"])
+        for i, y, s, ce in zip(index, given_label, status, loss):
+            w.writerow([int(i), int(y), s, "" if np.isnan(ce) else f"{ce:.6g}"])
 
 
 def read_incv_csv(path, y_true):

@@ -65,7 +65,8 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
                                   seed=utils.rng_for(seed, "noise"))
         st = None
     summary["actual_noise_ratio"] = noise.actual_noise_ratio(data.y_train, y_noisy)
-    utils.save_npz(os.path.join(out, "labels.npz"), y_true=data.y_train, y_noisy=y_noisy)
+    utils.save_npz(os.path.join(out, "labels.npz"), y_true=data.y_train, y_noisy=y_noisy,
+                   train_index=data.train_index)
     n = len(y_noisy)
     s_idx, c_idx = np.arange(n), np.arange(0)
 
@@ -85,6 +86,14 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
                     f"{s['iterations'][-1]}")))
             csv_name = f"{data.name}_{pattern}{ratio:g}_INCV_results.csv"
             incv.write_incv_csv(os.path.join(out, csv_name), data.y_train, y_noisy, st)
+            incv.write_cleaned_set(os.path.join(out, "cleaned_set.csv"),
+                                   index=data.train_index, given_label=y_noisy,
+                                   selected=st["selected"], candidate=st["candidate"],
+                                   heldout_loss=st["heldout_loss"])
+            if st["oos_probs"] is not None:  # out-of-sample, from INCV's first iteration
+                utils.save_npz(os.path.join(out, "probabilities.npz"),
+                               train_index=data.train_index, y_noisy=y_noisy,
+                               probs=st["oos_probs"])
             if st["iterations"]:
                 plots.plot_incv(st["iterations"], os.path.join(out, "incv.png"),
                           f"INCV on {data.name}, {pattern} {ratio:g}")
