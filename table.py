@@ -128,6 +128,8 @@ def _label(group):
 
 
 def _setting(pattern, ratio):
+    if ratio is None:  # labels as given ("given"), a matrix file ("T-<stem>"): no ratio
+        return str(pattern)
     return f"{pattern} {ratio:g}" if isinstance(ratio, (int, float)) else f"{pattern} {ratio}"
 
 

@@ -4,6 +4,7 @@ resets, per-epoch checkpoints and held-out monitoring, and ``train_and_predict``
 """
 
 import json
+import re
 import time
 
 import numpy as np
@@ -178,6 +179,45 @@ class JsonlLogger(keras.callbacks.Callback):
         if self.printer:
             self.printer("  " + " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+
+class TestTopK(keras.callbacks.Callback):
+    """Top-k accuracy of each network on the test set after each epoch, logged as
+    ``test_top{k}_accuracy_<name>`` (an inference pass of its own; the paper reports top-5
+    on mini-WebVision)."""
+
+    def __init__(self, nets, x, y, *, k=5, names=("model1", "model2")):
+        super().__init__()
+        self.nets, self.x, self.y, self.k, self.names = nets, x, np.asarray(y), k, names
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        for net, name in zip(self.nets, self.names):
+            probs = net.predict(self.x, batch_size=1024, verbose=0)
+            top = np.argsort(-probs, axis=1, kind="stable")[:, :self.k]
+            logs[f"test_top{self.k}_accuracy_{name}"] = float(
+                (top == self.y[:, None]).any(1).mean())
+
+
+class DropCleanSplit(keras.callbacks.Callback):
+    """Labels as given without clean labels: drop the logged clean / noisy splits (they
+    would compare the given labels with themselves)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in [k for k in (logs or {}) if re.search(r"(^|_)(clean|noisy)(_|\d|$)", k)]:
+            del logs[key]
+
+
+def own_data_callbacks(nets, data, *, names=("model1", "model2")):
+    """Callbacks a dataset needs beyond the paper's CIFAR setting: top-5 test accuracy when
+    there are more than 5 classes; no clean / noisy split when clean labels are unknown."""
+    cbs = []
+    if data.num_classes > 5:
+        cbs.append(TestTopK(nets, data.x_test, data.y_test, k=5, names=names))
+    if not data.clean_known:
+        cbs.append(DropCleanSplit())
+    return cbs
 
 
 def compile_classifier(model, *, lr=1e-3, steps_per_execution=1, jit_compile="auto"):

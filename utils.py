@@ -22,7 +22,8 @@ import numpy as np
 
 # The networks of models.MODEL_NAMES, as a literal so that --help needs no TensorFlow
 # (tests/test_models.py checks the two agree).
-ARCHS = ("cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+ARCHS = ("cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+         "inception_resnet_v2")
 
 
 def rng_for(seed, purpose):
@@ -195,8 +196,25 @@ def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch siz
 
     p = parser
     p.add_argument("--dataset", type=str, default="cifar10",
-                   help="cifar10, cifar100, digits (bundled with scikit-learn) or a path to "
-                        "an .npz with x_train, y_train, x_test, y_test")
+                   help="cifar10, cifar100, digits (bundled with scikit-learn), a path to "
+                        "an .npz with x_train, y_train (and/or y_train_noisy: labels as "
+                        "given), x_test, y_test, or an image folder DIR with DIR/train/<class>/"
+                        " and DIR/test/<class>/")
+    p.add_argument("--image_size", type=int, default=32,
+                   help="image folders: resize every image to this side (pixels)")
+    p.add_argument("--labels", type=str, default=None,
+                   help="image folders: CSV 'path,label' of the labels as given (path relative "
+                        "to DIR/train, label a class name or index); folder names are then the "
+                        "clean labels")
+    p.add_argument("--transition_matrix", type=str, default=None,
+                   help=".npy or .csv c x c matrix T (rows: true class, each a distribution): "
+                        "draw the synthetic noise from T instead of --noise_pattern/"
+                        "--noisy_ratio; runs are filed under T-<file stem>")
+    p.add_argument("--noise_type", type=str, default="sym", choices=noise.PATTERNS,
+                   help="labels as given or --transition_matrix: the noise type whose rules "
+                        "INCV and Co-teaching follow (sym: large-loss removal, k_best by the "
+                        "estimated ratio, e_S with k = c-1, warm-up 40 of 200 epochs (80 when "
+                        "e > 0.6); asym: none, k_best 1, k = 1, warm-up 80)")
     p.add_argument("--data_dir", type=str, default="data",
                    help="folder holding cifar-10-batches-py / cifar-100-python")
     p.add_argument("--no_download", action="store_true",
@@ -235,6 +253,8 @@ def check_run_arguments(parser, args, *, positive=("epochs", "batch_size")):
             parser.error(f"--{flag} must be a positive integer, got {getattr(args, flag)}")
     if args.n_train is not None and args.n_train < 4:
         parser.error(f"--n_train must be at least 4, got {args.n_train}")
+    if args.image_size < 1:
+        parser.error(f"--image_size must be a positive integer, got {args.image_size}")
 
 
 def plan_runs(run_dirs, *, skip_existing=False, overwrite=False, resume=False, printer=None):
@@ -256,3 +276,38 @@ def plan_runs(run_dirs, *, skip_existing=False, overwrite=False, resume=False, p
             prepare_run_dir(out)  # raises the explanatory FileExistsError
         todo.append(k)
     return todo, done
+
+
+def noise_plan(args, data, printer):
+    """The (pattern, ratio) settings of a call and the ``--transition_matrix`` (or None).
+
+    Labels as given (an npz's y_train_noisy, an image folder's --labels) are used as they
+    are: one setting "given", no synthetic noise; a matrix file gives one setting
+    "T-<stem>"; otherwise every --noise_pattern x --noisy_ratio.
+    """
+    import noise
+
+    given = data.y_train_noisy is not None
+    if given and args.transition_matrix is not None:
+        raise ValueError("--transition_matrix draws synthetic noise, but the dataset brings "
+                         "its own noisy labels (y_train_noisy / --labels): drop one of them")
+    T = None
+    if args.transition_matrix is not None:
+        T = noise.load_transition_matrix(args.transition_matrix, data.num_classes)
+    if given or T is not None:
+        printer(f"note: {'labels as given' if given else 'noise from ' + args.transition_matrix}"
+                f": --noise_pattern/--noisy_ratio are not used; INCV and Co-teaching follow "
+                f"the rules of --noise_type {args.noise_type}")
+    return noise.noise_settings(patterns=args.noise_pattern, ratios=args.noisy_ratio,
+                                transition_matrix=args.transition_matrix, given=given), T
+
+
+def dataset_extras(data, out):
+    """What a run records about its dataset beyond the flags: an image folder's class
+    names (also written to ``out``/classes.json) and whether clean labels are known."""
+    extras = {"clean_labels_known": bool(data.clean_known),
+              "labels_as_given": data.y_train_noisy is not None}
+    if data.class_names:
+        write_json(os.path.join(out, "classes.json"), list(data.class_names))
+        extras["class_names"] = list(data.class_names)
+    return extras
