@@ -158,7 +158,8 @@ def _to_unit_float(x):
     return x.astype(np.float32)
 
 
-def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=None):
+def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=None,
+                 folder_labels="clean"):
     """Load a dataset by name, ``.npz`` path or image folder.
 
     Parameters
@@ -177,6 +178,8 @@ def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=
         Image folders only: side the images are resized to.
     labels : str, optional
         Image folders only: CSV of given labels (see :func:`load_image_folder`).
+    folder_labels : {"clean", "given"}
+        Image folders only: what the class folders are (see :func:`load_image_folder`).
 
     Returns
     -------
@@ -185,10 +188,11 @@ def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=
     """
     given = None
     if os.path.isdir(spec):
-        return load_image_folder(spec, image_size=image_size, labels=labels)
-    if labels is not None:
-        raise ValueError(f"--labels '{labels}' is for an image folder --dataset; for an .npz "
-                         "put the given labels in its y_train_noisy array")
+        return load_image_folder(spec, image_size=image_size, labels=labels,
+                                 folder_labels=folder_labels)
+    if labels is not None or folder_labels != "clean":
+        raise ValueError("--labels / --folder_labels are for an image folder --dataset; for an "
+                         ".npz put the given labels in its y_train_noisy array")
     if spec in ("cifar10", "cifar100"):
         xtr, ytr, xte, yte = _load_cifar(spec, data_dir, download)
     elif spec == "digits":
@@ -309,14 +313,16 @@ def read_labels_file(path, train_paths, class_names):
     return labels
 
 
-def load_image_folder(folder, *, image_size=32, labels=None):
+def load_image_folder(folder, *, image_size=32, labels=None, folder_labels="clean"):
     """An image-folder dataset in memory: ``folder/train/<class>/*.jpg|png`` and
     ``folder/test/<class>/...`` (the layout Keras' ``image_dataset_from_directory`` reads).
 
     Images are decoded as RGB, resized (bilinear) to ``image_size`` x ``image_size``, kept
     as uint8 values divided by 255 (as CIFAR), which suits datasets that fit in memory.
     Folder names are the classes (sorted) and the clean labels; with ``labels`` (a CSV
-    ``path,label``, see :func:`read_labels_file`) those are the labels as given.
+    ``path,label``, see :func:`read_labels_file`) those are the labels as given. With
+    ``folder_labels="given"`` the folders themselves hold the labels as given (web or
+    crowd labels, e.g. WebVision) and no clean labels exist.
 
     Returns
     -------
@@ -327,6 +333,11 @@ def load_image_folder(folder, *, image_size=32, labels=None):
         raise FileNotFoundError(f"--dataset folder '{folder}' does not exist")
     if int(image_size) < 1:
         raise ValueError(f"--image_size must be positive, got {image_size}")
+    if folder_labels not in ("clean", "given"):
+        raise ValueError(f"--folder_labels must be 'clean' or 'given', got {folder_labels!r}")
+    if folder_labels == "given" and labels is not None:
+        raise ValueError("--folder_labels given and --labels both name the labels as given: "
+                         "drop one of them")
     train, test = os.path.join(folder, "train"), os.path.join(folder, "test")
     classes = _class_folders(train)
     test_classes = _class_folders(test)
@@ -337,9 +348,11 @@ def load_image_folder(folder, *, image_size=32, labels=None):
     xtr, ytr, paths = _read_folder_images(train, classes, int(image_size))
     xte, yte, _ = _read_folder_images(test, classes, int(image_size))
     given = None if labels is None else read_labels_file(labels, paths, classes)
+    if folder_labels == "given":
+        given = ytr.copy()
     return Data(dataset_name(folder), _to_unit_float(xtr), ytr, _to_unit_float(xte), yte,
-                len(classes), y_train_noisy=given, class_names=list(classes),
-                train_paths=paths)
+                len(classes), y_train_noisy=given, clean_known=folder_labels == "clean",
+                class_names=list(classes), train_paths=paths)
 
 
 def stratified_subset(y, n, *, seed):
@@ -365,7 +378,8 @@ def load_training_data(args, printer):
     """The dataset of ``--dataset``, its training part cut to the ``--n_train`` subset."""
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download,
                         image_size=getattr(args, "image_size", 32),
-                        labels=getattr(args, "labels", None))
+                        labels=getattr(args, "labels", None),
+                        folder_labels=getattr(args, "folder_labels", "clean"))
     subset = stratified_subset(data.y_train, args.n_train, seed=args.seed[0])
     data.x_train, data.y_train = data.x_train[subset], data.y_train[subset]
     data.train_index = data.train_index[subset]

@@ -150,7 +150,8 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
         data.x_train[idx_held], y_noisy[idx_held], epochs=args.epochs,
         batch_size=args.batch_size, schedule=schedule,
         augment=resolve_augmentation(args.augment, data.name), seed=seed,
-        y_held_true=None if y_true is None else y_true[idx_held], log_path=os.path.join(out, "log.jsonl"),
+        y_held_true=None if y_true is None else y_true[idx_held],
+        log_path=os.path.join(out, "log.jsonl"),
         verbose=args.verbose, printer=printer)
     test_probs = model.predict(data.x_test, batch_size=1024, verbose=0)
     utils.save_npz(os.path.join(out, "predictions.npz"), idx_held=idx_held,

@@ -206,6 +206,10 @@ def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch siz
                    help="image folders: CSV 'path,label' of the labels as given (path relative "
                         "to DIR/train, label a class name or index); folder names are then the "
                         "clean labels")
+    p.add_argument("--folder_labels", type=str, default="clean", choices=("clean", "given"),
+                   help="image folders: the class folders are the clean labels (synthetic "
+                        "noise or --labels on top) or the labels as given (web / crowd labels, "
+                        "e.g. WebVision; no clean labels)")
     p.add_argument("--transition_matrix", type=str, default=None,
                    help=".npy or .csv c x c matrix T (rows: true class, each a distribution): "
                         "draw the synthetic noise from T instead of --noise_pattern/"
