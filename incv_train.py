@@ -101,7 +101,7 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
                                probs=st["oos_probs"])
             if st["iterations"] and y_true is not None:  # LP / LR need clean labels
                 plots.plot_incv(st["iterations"], os.path.join(out, "incv.png"),
-                          f"INCV on {data.name}, {pattern} {'' if ratio is None else ratio}")
+                          f"INCV on {data.name}, {pattern} {'' if ratio is None else f'{ratio:g}'}")
         # Also for a reused selection (--incv_results: no held-out losses there).
         incv.write_cleaned_set(os.path.join(out, "cleaned_set.csv"),
                                index=data.train_index, given_label=y_noisy,

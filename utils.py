@@ -283,7 +283,8 @@ def plan_runs(run_dirs, *, skip_existing=False, overwrite=False, resume=False, p
 
 
 def noise_plan(args, data, printer):
-    """The (pattern, ratio) settings of a call and the ``--transition_matrix`` (or None).
+    """The (pattern, ratio) settings of a call and the ``--transition_matrix`` (or None),
+    after checking the data against the flags (before any run directory is made).
 
     Labels as given (an npz's y_train_noisy, an image folder's --labels) are used as they
     are: one setting "given", no synthetic noise; a matrix file gives one setting
@@ -295,6 +296,11 @@ def noise_plan(args, data, printer):
     if given and args.transition_matrix is not None:
         raise ValueError("--transition_matrix draws synthetic noise, but the dataset brings "
                          "its own noisy labels (y_train_noisy / --labels): drop one of them")
+    if args.arch == "inception_resnet_v2" and min(data.input_shape[:2]) < 75:
+        # checked here, before any run directory is made (models.build_model checks too)
+        raise ValueError(f"--arch inception_resnet_v2 needs images of at least 75x75 pixels, "
+                         f"{data.name} has {data.input_shape[0]}x{data.input_shape[1]}: use "
+                         "an image folder --dataset with --image_size 75 or more (299 native)")
     T = None
     if args.transition_matrix is not None:
         T = noise.load_transition_matrix(args.transition_matrix, data.num_classes)

@@ -367,10 +367,14 @@ def test_importing_the_api_sets_nothing_beyond_tensorflow_itself():
 
 
 # ---------------------------------------------------------- the mini-WebVision network
-def test_arch_list_and_inception_resnet_v2_code_path():
+def test_arch_list_and_inception_resnet_v2_code_path(tmp_path, capsys):
     assert utils.ARCHS == models.MODEL_NAMES
     with pytest.raises(ValueError, match="--image_size 75 or more"):
         models.build_model("inception_resnet_v2", (32, 32, 3), 50)
+    args = incv_train.parse_args(["--dataset", "digits", "--arch", "inception_resnet_v2",
+                                  "--results_dir", str(tmp_path)])
+    assert utils.cli(incv_train.main, args) == 2 and not os.listdir(tmp_path)
+    assert "--image_size 75 or more" in capsys.readouterr().err
     net = models.build_model("inception_resnet_v2", (75, 75, 3), 50)
     probs = net.predict(np.random.default_rng(0).random((2, 75, 75, 3), np.float32),
                         verbose=0)
