@@ -5,9 +5,10 @@ and fed to training (tf.data, with the authors' augmentation as Keras preprocess
 :class:`Data` with float32 NHWC pixels in [0, 1] (the authors divided by 255) and int64
 labels; ``load_dataset("path/to/DIR")`` an image folder (:func:`load_image_folder`), and an
 .npz's ``y_train_noisy`` or a folder's ``--labels`` file the labels as given
-(``Data.y_train_noisy``). ``stratified_subset`` draws the seeded ``--n_train`` subset; ``split_halves`` the
-random halves of noisy cross-validation. ``make_train_dataset`` (one network) and
-``make_coteaching_dataset`` (S batches joined by C batches) build the training pipelines.
+(``Data.y_train_noisy``). ``stratified_subset`` draws the seeded ``--n_train`` subset;
+``split_halves`` the random halves of noisy cross-validation. ``make_train_dataset`` (one
+network) and ``make_coteaching_dataset`` (S batches joined by C batches) build the training
+pipelines.
 
 Keras and TensorFlow are imported inside the functions that need them, so that the
 scripts can parse their flags (and print ``--help``) before TensorFlow loads.
