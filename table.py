@@ -440,7 +440,6 @@ def _table_main(args):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        prog="table.py",
         description="Tables from the runs (summary.json / config.json) under each PATH; "
                     "unfinished and missing runs are listed, never averaged in.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="results folder(s)")
