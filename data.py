@@ -124,16 +124,15 @@ def _load_npz(path):
                 raise ValueError(f"{path}: missing arrays {sorted(missing)}; an .npz dataset "
                                  "needs x_train, y_train, x_test, y_test")
             arrays = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
-    except ValueError as err:
-        if str(err).startswith(f"{path}:"):
+    except Exception as err:  # empty, truncated or foreign files: zipfile, EOF, pickle errors
+        if isinstance(err, ValueError) and str(err).startswith(f"{path}:"):
             raise
-        raise ValueError(f"--dataset file '{path}' is not a readable .npz ({err}): write it "
+        why = ("the file is empty" if os.path.getsize(path) == 0 else
+               "not a numpy .npz archive" if "pickled" in str(err) else
+               f"{type(err).__name__}: {err}")
+        raise ValueError(f"--dataset file '{path}' is not a readable .npz ({why}): write it "
                          "with numpy.savez(path, x_train=..., y_train=..., x_test=..., "
                          "y_test=...)") from None
-    except Exception as err:  # a truncated or foreign file: zipfile, EOF, OS errors
-        raise ValueError(f"--dataset file '{path}' is not a readable .npz "
-                         f"({type(err).__name__}: {err}): write it with numpy.savez(path, "
-                         "x_train=..., y_train=..., x_test=..., y_test=...)") from None
     for k, x in (("x_train", arrays[0]), ("x_test", arrays[2])):
         if x.ndim not in (3, 4):
             raise ValueError(f"{path}: {k} must be (n, h, w) or (n, h, w, channels), "
