@@ -23,7 +23,8 @@ INCV_BOUNDARIES, INCV_FACTORS = (20, 30, 40), (0.5, 0.25, 0.1)
 
 
 def k_best_for(pattern, eval_ratio):
-    """Iterations (from the first) that keep the best-validation checkpoint (the authors' INCV.py)."""
+    """Iterations (from the first) that keep the best-validation checkpoint (the authors'
+    INCV.py)."""
     if pattern == "asym" or eval_ratio > 0.6:
         return 1
     return 2 if eval_ratio > 0.3 else 4
