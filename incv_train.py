@@ -67,7 +67,7 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
     # The authors' CSV has a clean-label column y: -1 where the clean labels are unknown.
     y_csv = y_true if y_true is not None else np.full(len(y_noisy), -1, np.int64)
     if args.incv_results and method == "incv":
-        y_noisy, st = incv.read_incv_csv(args.incv_results, y_csv)
+        y_noisy, st = incv.read_incv_csv(args.incv_results, y_csv, num_classes=data.num_classes)
     else:
         st = None
     summary["actual_noise_ratio"] = (None if y_true is None
@@ -90,8 +90,8 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
                 train_fn=incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out,
                                             printer=printer),
                 on_iteration=lambda s: (incv.save_incv_state(state_path, s), printer(
-                    f"  INCV iteration {s['iterations'][-1]['iteration']}: "
-                    f"{s['iterations'][-1]}")))
+                    "  " + utils.incv_iteration_line(s["iterations"][-1],
+                                                     args.incv_iterations))))
             setting = pattern if ratio is None else f"{pattern}{ratio:g}"
             incv.write_incv_csv(os.path.join(out, f"{data.name}_{setting}_INCV_results.csv"),
                                 y_csv, y_noisy, st)
@@ -186,7 +186,9 @@ def parse_args(argv=None):
     p.add_argument("--incv_results", type=str, default=None,
                    help="CSV of an earlier INCV selection: skip INCV and train on it")
     p.add_argument("--resume", action="store_true",
-                   help="continue unfinished runs from their last INCV iteration / epoch")
+                   help="continue unfinished runs from their last INCV iteration / epoch; "
+                        "refused when a run's config.json records other flags, and an "
+                        "error when no run of the grid has started")
     args = p.parse_args(argv)
     utils.check_run_arguments(p, args, positive=("epochs", "incv_epochs", "incv_iterations",
                                                   "batch_size"))
@@ -206,6 +208,8 @@ def run_dir(args, dataset, pattern, ratio, method, seed):
 
 def main(args):
     utils.load_tensorflow()
+    import incv  # Keras-based: after load_tensorflow()
+
     printer = print
     devices.run_strategy(args, printer)  # checks --devices; runs build their models on it
     data = load_training_data(args, printer)
@@ -215,6 +219,13 @@ def main(args):
     todo, summaries = utils.plan_runs([r[-1] for r in runs], skip_existing=args.skip_existing,
                                       overwrite=args.overwrite, resume=args.resume,
                                       printer=printer)
+    utils.check_resume(args, [(r[-1], dict(zip(("seed", "pattern", "ratio", "method"), r)))
+                              for r in runs])
+    if args.incv_results and "incv" in args.method:  # checked before any run directory
+        # the CSV's clean-label column y is -1 where the clean labels are unknown
+        incv.read_incv_csv(args.incv_results, data.y_train if data.clean_known else
+                           np.full(len(data.y_train), -1, np.int64),
+                           num_classes=data.num_classes)
     todo = [runs[k] for k in todo]
     for k, (seed, pattern, ratio, method, out) in enumerate(todo, 1):
         resuming = args.resume and os.path.isfile(os.path.join(out, "config.json"))
@@ -229,9 +240,7 @@ def main(args):
         printer(f"[{k}/{len(todo)}] {method} on {data.name} {setting} seed {seed} -> {out}")
         summary = run_one(args, data, method, pattern, ratio, seed, out, printer, T=T)
         utils.write_json(os.path.join(out, "summary.json"), summary)
-        acc = summary.get("test_accuracy", {})
-        printer(f"  done in {summary['seconds']:.0f}s: estimated noise "
-                f"{summary.get('estimated_noise_ratio')}, test accuracy {acc}")
+        printer("  " + utils.done_line(summary, out))
         summaries.append(summary)
     return summaries
 
