@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import incv_train
+import noise
 import training
 
 BASE = ["--dataset", "digits", "--arch", "cnn", "--n_train", "300", "--incv_epochs", "2",
@@ -40,13 +41,25 @@ def test_every_method_writes_comparable_results(finished):
         two = method != "standard"
         assert (s["test_accuracy"]["model2"] is not None) == two
         assert all(("test_accuracy_model2" in r) == two for r in log)
-        assert s["test_accuracy"]["best"] >= s["test_accuracy"]["model1"]
+        logged = [r[k] for r in log for k in ("test_accuracy_model1", "test_accuracy_model2")
+                  if r.get(k) is not None]
+        assert len(logged) == 3 * (1 + two)
+        assert s["test_accuracy"]["best"] == pytest.approx(max(logged))
         assert os.path.isfile(os.path.join(out, "test_accuracy.png"))
         assert json.load(open(os.path.join(out, "config.json")))["run"]["method"] == method
     lr = [r["lr"] for r in _rows(os.path.join(setting, "incv", "seed0", "log.jsonl"))]
     # drops after 79, 119, 159, 179 of 200 epochs, scaled to 3: 1.185, 1.785, ...
     assert lr == pytest.approx([1e-3, 1e-3, 1e-5])
-    assert 0 < summaries["coteaching"]["forget_rate"] < 1
+    # Plain Co-teaching forgets the noise ratio estimated from one half's held-out accuracy
+    # (the best epoch's weights: the run keeps its best checkpoint).
+    est = [r for r in _rows(os.path.join(setting, "coteaching", "seed0", "incv_log.jsonl"))
+           if r["run"] == "noise-estimate"]
+    assert len(est) == 2
+    acc = max(r["val_noisy_accuracy"] for r in est)
+    assert summaries["coteaching"]["forget_rate"] == pytest.approx(
+        noise.estimate_noise_ratio(acc, 10), abs=1e-12)
+    assert summaries["coteaching"]["estimated_noise_ratio"] == summaries["coteaching"][
+        "forget_rate"]
 
 
 def test_incv_outputs_agree_with_the_csv(finished):
@@ -87,7 +100,7 @@ def test_saved_selection_is_reused_without_incv(finished, tmp_path):
     assert s["selection"] == summaries["incv"]["selection"]
 
 
-def test_killed_run_resumes(tmp_path, monkeypatch):
+def test_killed_run_resumes(finished, tmp_path, monkeypatch):
     argv = BASE + ["--results_dir", str(tmp_path)]
     real = training.EpochCheckpoint.on_epoch_end
 
@@ -107,5 +120,18 @@ def test_killed_run_resumes(tmp_path, monkeypatch):
     incv_lines = len(_rows(os.path.join(out, "incv_log.jsonl")))
     (s,) = incv_train.main(incv_train.parse_args(argv + ["--resume"]))
     assert len(_rows(os.path.join(out, "incv_log.jsonl"))) == incv_lines  # INCV not redone
-    assert [r["epoch"] for r in _rows(os.path.join(out, "log.jsonl"))] == [1, 2, 3]
+    log = _rows(os.path.join(out, "log.jsonl"))
+    assert [r["epoch"] for r in log] == [1, 2, 3]
     assert os.path.isfile(os.path.join(out, "summary.json")) and len(s["incv"]) == 2
+    # Killed after the warm-up's last epoch (2 of 3 scaled: 40 of 200 -> 0-based epoch 1):
+    # the resumed run crosses into the S + C phase and ends where the uninterrupted one did.
+    assert s["warmup_epochs"] == 1
+    ref = os.path.join(finished[0], "digits", "sym", "0.5", "incv", "seed0")
+    for a, b in zip(log, _rows(os.path.join(ref, "log.jsonl"))):
+        for key in ("test_accuracy_model1", "test_accuracy_model2", "keep", "lr"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (a["epoch"], key)
+    with np.load(os.path.join(out, "checkpoint.npz")) as got, \
+            np.load(os.path.join(ref, "checkpoint.npz")) as want:
+        assert sorted(got.files) == sorted(want.files)
+        for k in want.files:
+            np.testing.assert_allclose(got[k], want[k], atol=1e-5, err_msg=k)
