@@ -8,15 +8,14 @@ must give the same weights.
 """
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 import devices
+from conftest import ROOT, subprocess_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOL = 1e-5  # float32 rounding: the two-replica gradient is a sum of two partial sums
 
 TWO_CPUS = r'''
@@ -227,7 +226,7 @@ print("RESULT " + json.dumps(out))
 
 def _start(code):
     # No GPU: the two replicas are the two logical CPU devices.
-    env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
+    env = subprocess_env(CUDA_VISIBLE_DEVICES="")
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import table
+from conftest import ROOT, subprocess_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_MD = "/work/shared/PAPER.md"
 
 # incv_train.py runs on "cifar10": accuracy (model1) per (pattern, ratio, method, seed).
@@ -283,7 +283,7 @@ def test_out_writes_markdown_and_csv(results, tmp_path, monkeypatch):
 
 def test_command_line(results, tmp_path):
     root, _ = results
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = subprocess_env()
     done = subprocess.run([sys.executable, "table.py", root, "--format", "csv"],
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
