@@ -388,9 +388,36 @@ class CoTeaching(keras.Model):
         return tf.add_n([tf.cast(v, tf.float32) for v in losses])
 
 
-def epochs_scaled(paper_value, args):
-    """An epoch count of the paper's 200-epoch schedule, scaled to --epochs."""
-    return int(round(paper_value * args.epochs / PAPER_EPOCHS))
+def warmup_epochs(pattern, eval_ratio, epochs):
+    """Last 0-based epoch of the modified Co-teaching's warm-up (S-only batches).
+
+    Section 4 (Algorithm 2) of arXiv:1905.05040 as the authors ran it: 40 of 200 epochs, or 80
+    for asymmetric noise or an estimated noise ratio ``eval_ratio`` above 0.6, scaled to
+    ``epochs`` (the run's --epochs).
+    """
+    paper = 80 if (pattern == "asym" or eval_ratio > 0.6) else 40
+    return int(round(paper * epochs / PAPER_EPOCHS))
+
+
+def c_batch_size(n_s, n_c, batch_size):
+    """Size of the C batch that joins each S batch after warm-up.
+
+    ``min(int(|C| * b / |S|), b // 2)`` (the authors' ``min(int(|C| * 128 / |S|), 64)``), so that
+    one pass over S also draws about one pass over C; 0 when S is empty.
+    """
+    if n_s == 0:
+        return 0
+    return min(int(n_c * batch_size / n_s), batch_size // 2)
+
+
+def forget_rate_at(epoch, *, forget_rate, tk, epochs):
+    """Co-teaching's forget rate at 0-based ``epoch``: ``forget_rate * min(1, epoch / Tk)``.
+
+    ``tk`` is Tk on the paper's 200-epoch scale (--tk, 10 in the paper); it scales with the
+    run's ``epochs`` as the lr drops do.
+    """
+    tk = max(1e-9, tk * epochs / PAPER_EPOCHS)
+    return forget_rate * min(1.0, epoch / tk)
 
 
 def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, warmup, out,
@@ -419,10 +446,9 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
             optimizers = [keras.optimizers.Adam(args.lr), keras.optimizers.Adam(args.lr)]
             model.compile(optimizer1=optimizers[0], optimizer2=optimizers[1])
     if not standard:
-        tk = max(1e-9, args.tk * args.epochs / PAPER_EPOCHS)
-
         def on_epoch(epoch):  # Co-teaching's gradual schedule, 0-based epoch as the authors
-            model.forget_rate.assign(forget_rate * min(1.0, epoch / tk))
+            model.forget_rate.assign(forget_rate_at(epoch, forget_rate=forget_rate, tk=args.tk,
+                                                    epochs=args.epochs))
 
     ckpt, log = os.path.join(out, "checkpoint.npz"), os.path.join(out, "log.jsonl")
     start = 0
@@ -458,8 +484,7 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
                                       seed=seed)
         phases = [(ds, args.epochs)]
     else:
-        c_batch = 0 if len(s_idx) == 0 else min(int(len(c_idx) * args.batch_size / len(s_idx)),
-                                                args.batch_size // 2)
+        c_batch = c_batch_size(len(s_idx), len(c_idx), args.batch_size)
         make = lambda cb: make_coteaching_dataset(  # noqa: E731
             data.x_train, y_noisy, clean, s_idx, c_idx, batch_size=args.batch_size,
             c_batch_size=cb, augment=aug, seed=seed)

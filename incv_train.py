@@ -117,7 +117,7 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
         s_idx, c_idx = np.flatnonzero(st["selected"]), np.flatnonzero(st["candidate"])
         e = st["eval_ratio"]
         forget = noise.expected_noise_of_selected(e, rules, data.num_classes)
-        warmup = coteaching.epochs_scaled(80 if (rules == "asym" or e > 0.6) else 40, args)
+        warmup = coteaching.warmup_epochs(rules, e, args.epochs)
         summary.update(expected_noise_of_selected=forget, warmup_epochs=warmup)
         if args.incv_only:
             summary["seconds"] = round(time.time() - t0, 1)

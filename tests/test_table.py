@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import table
+from conftest import ROOT, subprocess_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # incv_train.py runs on "cifar10": accuracy (model1) per (pattern, ratio, method, seed).
 ACC = {("sym", 0.5, "incv"): [0.85, 0.84, None],        # seed 2: partial (config.json only)
@@ -31,16 +31,17 @@ def _write(path, name, obj):
         json.dump(obj, f)
 
 
-def _train_run(root, pattern, ratio, method, seed, acc, *, incv_only=False):
+def _train_run(root, pattern, ratio, method, seed, acc, *, incv_only=False, arch="resnet32",
+               epochs=200, n_train=50000):
     out = os.path.join(root, "cifar10", pattern, f"{ratio:g}", method, f"seed{seed}")
-    args = {"dataset": "cifar10", "arch": "resnet32", "epochs": 200, "lr": 0.001,
+    args = {"dataset": "cifar10", "arch": arch, "epochs": epochs, "lr": 0.001,
             "seed": [0, 1, 2], "results_dir": root, "incv_only": incv_only}
-    _write(out, "config.json", {"args": args, "n_train": 50000, "run": {
+    _write(out, "config.json", {"args": args, "n_train": n_train, "run": {
         "method": method, "pattern": pattern, "ratio": ratio, "seed": seed}})
     if acc is None:
         return out
     s = {"dataset": "cifar10", "method": method, "pattern": pattern, "ratio": ratio,
-         "seed": seed, "arch": "resnet32", "epochs": 200, "n_train": 50000,
+         "seed": seed, "arch": arch, "epochs": epochs, "n_train": n_train,
          "actual_noise_ratio": ratio + 0.01 * seed}
     if method in ("incv", "coteaching"):
         s["estimated_noise_ratio"] = ratio - 0.1 + 0.02 * seed
@@ -180,6 +181,28 @@ def test_duplicate_run_is_listed_not_averaged(results, tmp_path):
     assert len(dup) == 1
 
 
+def test_runs_of_other_epochs_n_train_or_arch_are_never_averaged_together(tmp_path):
+    variants = {"": {}, "e100": {"epochs": 100}, "n5000": {"n_train": 5000},
+                "r110": {"arch": "resnet110"}}
+    for k, (name, kw) in enumerate(variants.items()):
+        root = str(tmp_path / "results" / (name or "paper"))
+        for seed in range(3):
+            _train_run(root, "sym", 0.5, "standard", seed, 0.1 * k + 0.01 * seed, **kw)
+    runs = table.collect_runs([str(tmp_path / "results")])
+    assert [r["status"] for r in runs] == ["done"] * 12  # no duplicates across variants
+    rows = [r for r in table.table_accuracy(runs) if r["source"] == "measured"]
+    assert sorted(r["group"] for r in rows) == sorted([
+        "cifar10 / resnet32 / 200 epochs / n_train 50000",
+        "cifar10 / resnet32 / 100 epochs / n_train 50000",
+        "cifar10 / resnet32 / 200 epochs / n_train 5000",
+        "cifar10 / resnet110 / 200 epochs / n_train 50000"])
+    for k, (name, kw) in enumerate(variants.items()):
+        r = _row(rows, group=f"cifar10 / {kw.get('arch', 'resnet32')} / "
+                             f"{kw.get('epochs', 200)} epochs / n_train {kw.get('n_train', 50000)}")
+        assert r["n"] == 3 and r["accuracy_mean"] == pytest.approx(100 * (0.1 * k + 0.01))
+    assert table.table_not_included(runs) == []
+
+
 def test_selection_noise_and_noisy_cv_tables(results):
     root, _ = results
     tables = table.build_tables(table.collect_runs([root]))
@@ -269,7 +292,7 @@ def test_out_writes_markdown_and_csv(results, tmp_path, monkeypatch):
 
 def test_command_line(results, tmp_path):
     root, _ = results
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = subprocess_env()
     done = subprocess.run([sys.executable, "table.py", root, "--format", "csv"],
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
