@@ -15,6 +15,15 @@ import metrics
 import utils
 from data import make_train_dataset
 
+# The authors passed epsilon=1e-8 to every Adam (INCV.py, INCV_main.py, Verify_Theory.py), the
+# Keras 2 default; Keras 3's default is 1e-7.
+ADAM_EPSILON = 1e-8
+
+
+def adam(lr):
+    """Adam with learning rate ``lr`` and the authors' epsilon (:data:`ADAM_EPSILON`)."""
+    return keras.optimizers.Adam(learning_rate=lr, epsilon=ADAM_EPSILON)
+
 
 class PiecewiseLR:
     """lr(epoch) = base * factor_k for the last boundary_k with epoch > boundary_k.
@@ -187,7 +196,7 @@ def compile_classifier(model, *, lr=1e-3, steps_per_execution=1, jit_compile="au
     (less Python per step; callbacks then see logs every that many batches).
     ``jit_compile``: Keras' "auto" leaves XLA off on a CPU (it is ~2x slower there).
     """
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
+    model.compile(optimizer=adam(lr),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                   steps_per_execution=steps_per_execution, jit_compile=jit_compile)
     return model
