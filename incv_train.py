@@ -41,9 +41,11 @@ import metrics
 import noise
 import plots
 import utils
-from data import load_training_data, split_halves
+from data import describe_provenance, load_training_data, split_halves
 
 METHODS = ("incv", "coteaching", "standard")
+SELECTIONS = ("fused", "authors")  # coteaching.SELECTIONS (tests check they agree)
+INCV_OPTIMIZERS = ("fresh", "carry")  # incv.INCV_OPTIMIZERS
 # The paper's epochs, also coteaching.PAPER_EPOCHS and incv.PAPER_INCV_EPOCHS (which scale the
 # schedules; tests check they agree): literals here so that --help needs no TensorFlow.
 PAPER_EPOCHS, PAPER_INCV_EPOCHS = 200, 50
@@ -58,6 +60,12 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
     summary = {"dataset": data.name, "method": method, "pattern": pattern, "ratio": ratio,
                "seed": seed, "arch": args.arch, "epochs": args.epochs,
                "n_train": int(len(data.y_train))}
+    if data.provenance is not None:
+        summary["data_provenance"] = data.provenance
+    if method != "standard":
+        summary["coteaching_selection"] = args.selection
+    if method == "incv" and not args.incv_results:
+        summary["incv_optimizer"] = args.incv_optimizer
     if args.incv_results and method == "incv":
         y_noisy, st = incv.read_incv_csv(args.incv_results, data.y_train)
     else:
@@ -80,7 +88,8 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
                 y_noisy, num_classes=data.num_classes, pattern=pattern, seed=seed,
                 iterations=args.incv_iterations, state=st, y_true=data.y_train,
                 train_fn=incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out,
-                                            printer=printer),
+                                            printer=printer,
+                                            runs_done=2 * len(st["iterations"]) if st else 0),
                 on_iteration=lambda s: (incv.save_incv_state(state_path, s), printer(
                     f"  INCV iteration {s['iterations'][-1]['iteration']}: "
                     f"{s['iterations'][-1]}")))
@@ -126,17 +135,28 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
     rows = coteaching.train_two_networks(args, data, y_noisy, s_idx, c_idx, seed=seed, forget_rate=forget,
                               warmup=warmup, out=out, printer=printer,
                               standard=(method == "standard"))
-    last = rows[-1]
-    accs = [r[k] for r in rows for k in ("test_accuracy_model1", "test_accuracy_model2")
-            if r.get(k) is not None]
-    summary["test_accuracy"] = {"model1": last.get("test_accuracy_model1"),
-                                "model2": last.get("test_accuracy_model2"),
-                                "best": max(accs) if accs else None}
+    summary["test_accuracy"] = final_test_accuracy(rows)
     summary["seconds"] = round(time.time() - t0, 1)
     plots.plot_test_curves(os.path.dirname(os.path.dirname(out)), seed,
                      os.path.join(out, "test_accuracy.png"),
                      f"{data.name}, {pattern} {ratio:g}, seed {seed}")
     return summary
+
+
+def final_test_accuracy(rows):
+    """Final-epoch clean test accuracy of network 1, network 2 and their mean (the standard
+    baseline: network 1 only, its mean is network 1). No epoch is chosen on the test set.
+
+    Parameters
+    ----------
+    rows : list of dict
+        The per-epoch log rows (``test_accuracy_model1``, optionally ``_model2``).
+    """
+    last = rows[-1]
+    accs = [last.get(k) for k in ("test_accuracy_model1", "test_accuracy_model2")]
+    both = [a for a in accs if a is not None]
+    return {"model1": accs[0], "model2": accs[1],
+            "mean": float(sum(both) / len(both)) if both else None}
 
 
 def parse_args(argv=None):
@@ -158,6 +178,16 @@ def parse_args(argv=None):
                    help="Co-teaching's Tk: epochs (of 200) over which the forget rate ramps up")
     p.add_argument("--forget_rate", type=float, default=None,
                    help="--method coteaching: forget rate (default: estimated noise ratio)")
+    p.add_argument("--selection", type=str, default="fused", choices=SELECTIONS,
+                   help="Co-teaching's small-loss picks: fused = from the training-mode pass "
+                        "over the whole batch (one compiled pass); authors = as the authors' "
+                        "predict() (inference mode) then train_on_batch on the picked samples "
+                        "(BatchNorm statistics of the picks)")
+    p.add_argument("--incv_optimizer", type=str, default="fresh", choices=INCV_OPTIMIZERS,
+                   help="Adam state at the start of each INCV run: fresh = zeroed (Algorithm "
+                        "1 restarts from the same initialisation); carry = the state of the "
+                        "checkpoint the previous run ended with, as the authors' load_model "
+                        "restored it (weights reset only)")
     p.add_argument("--keep_optimizer_state", action="store_true",
                    help="keep Adam's state at lr drops (the authors re-compiled: a fresh Adam)")
     p.add_argument("--incv_only", action="store_true",
@@ -187,6 +217,8 @@ def main(args):
     printer = print
     devices.run_strategy(args, printer)  # checks --devices; runs build their models on it
     data = load_training_data(args, printer)
+    if data.provenance is not None:
+        printer(describe_provenance(data.provenance))
     runs = [(seed, pattern, ratio, method, run_dir(args, data.name, pattern, ratio, method, seed))
             for seed in args.seed for pattern in args.noise_pattern
             for ratio in args.noisy_ratio for method in args.method]
@@ -200,7 +232,8 @@ def main(args):
         if not resuming:
             utils.write_json(os.path.join(out, "config.json"), utils.run_config(
                 args, run={"method": method, "pattern": pattern, "ratio": ratio, "seed": seed},
-                n_train=int(len(data.y_train)), num_classes=data.num_classes))
+                n_train=int(len(data.y_train)), num_classes=data.num_classes,
+                data_provenance=data.provenance))
         printer(f"[{k}/{len(todo)}] {method} on {data.name} {pattern} e={ratio:g} seed {seed}"
                 f" -> {out}")
         summary = run_one(args, data, method, pattern, ratio, seed, out, printer)

@@ -36,7 +36,8 @@ import metrics
 import noise
 import plots
 import utils
-from data import load_training_data, resolve_augmentation, split_halves
+from data import (describe_provenance, load_training_data, resolve_augmentation,
+                  split_halves)
 
 # Authors' theory-run schedule: Adam 1e-3, x0.1 after epoch 80, 0.01 after 120,
 # 0.001 after 160, 0.0005 after 180 (of 200); scaled to --epochs.
@@ -119,6 +120,8 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
                         ratio=ratio, num_classes=data.num_classes)
     summary.update(dataset=data.name, arch=args.arch, pattern=pattern, ratio=ratio, seed=seed,
                    epochs=args.epochs, seconds=round(time.time() - t0, 1))
+    if data.provenance is not None:
+        summary["data_provenance"] = data.provenance
     plots.plot_confusion_vs_transition(
         np.asarray(summary["confusion_matrix"]), summary["transition_matrix"],
         os.path.join(out, "confusion.png"),
@@ -137,6 +140,8 @@ def main(args):
     printer = print
     strategy = devices.run_strategy(args, printer)
     data = load_training_data(args, printer)
+    if data.provenance is not None:
+        printer(describe_provenance(data.provenance))
     runs = [(seed, pattern, ratio, run_dir(args, data.name, pattern, ratio, seed))
             for seed in args.seed for pattern in args.noise_pattern
             for ratio in args.noisy_ratio]
@@ -153,7 +158,8 @@ def main(args):
         utils.prepare_run_dir(out, overwrite=args.overwrite)
         utils.write_json(os.path.join(out, "config.json"), utils.run_config(
             args, run={"pattern": pattern, "ratio": ratio, "seed": seed},
-            n_train=int(len(data.y_train)), num_classes=data.num_classes))
+            n_train=int(len(data.y_train)), num_classes=data.num_classes,
+                data_provenance=data.provenance))
         printer(f"[{k}/{len(todo)}] {data.name} {args.arch} {pattern} e={ratio:g} "
                 f"seed {seed} -> {out}")
         s = run_one(args, data, model, initial, pattern, ratio, seed, out, printer)

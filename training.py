@@ -132,7 +132,9 @@ class HeldOutMonitor(keras.callbacks.Callback):
 
     With ``keep_best`` it also keeps (in memory) the weights of the epoch with the best
     held-out noisy accuracy and restores them when training ends (the authors'
-    ModelCheckpoint on val accuracy, which on Keras >= 2.3 silently never fired).
+    ModelCheckpoint on val accuracy, which on Keras >= 2.3 silently never fired), together
+    with the optimizer's state of that epoch, as their ``load_model`` restored it (which
+    matters only when the next run carries the state over: ``--incv_optimizer carry``).
     """
 
     def __init__(self, x, y_noisy, y_true=None, *, batch_size=1024, keep_best=False):
@@ -156,10 +158,15 @@ class HeldOutMonitor(keras.callbacks.Callback):
         if self.keep_best and acc > self.best:
             self.best, self.best_epoch = acc, epoch
             self.best_weights = self.model.get_weights()
+            self.best_optimizer = [keras.ops.convert_to_numpy(v)
+                                   for v in self.model.optimizer.variables]
 
     def on_train_end(self, logs=None):
         if self.keep_best and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+            for v, value in zip(self.model.optimizer.variables, self.best_optimizer):
+                if "learning_rate" not in v.path:  # the schedule sets it every epoch
+                    v.assign(value)
 
 
 class JsonlLogger(keras.callbacks.Callback):
@@ -215,7 +222,7 @@ def build_classifier(args, data, strategy):
 def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
                       epochs, batch_size, schedule, augment="none", seed=0, keep_best=False,
                       y_held_true=None, log_path=None, log_extra=None, verbose=1,
-                      printer=None, callbacks=()):
+                      printer=None, callbacks=(), reset_optimizer_state=True):
     """Train on one part from ``initial_weights``, then predict the held-out part.
 
     The routine behind noisy cross-validation (noisy_cv.py) and every INCV training run.
@@ -236,6 +243,10 @@ def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
         Restore the epoch with the best held-out noisy accuracy (INCV's checkpoint rule).
     y_held_true : (m,) int, optional
         True labels, for tracking accuracy on clean / noisy held-out samples only.
+    reset_optimizer_state : bool
+        Zero the optimizer's state first (default). False starts from the state the
+        optimizer holds: after an earlier call, that of its final (or, with ``keep_best``, its
+        best) epoch, as the authors' INCV runs did after ``load_model``.
 
     Returns
     -------
@@ -245,7 +256,8 @@ def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
         ``history`` (per-epoch logs), ``best_epoch`` (1-based, or None).
     """
     model.set_weights(initial_weights)
-    reset_optimizer(model.optimizer)
+    if reset_optimizer_state:
+        reset_optimizer(model.optimizer)
     monitor = HeldOutMonitor(x_held, y_held, y_held_true, keep_best=keep_best)
     cbs = [keras.callbacks.LearningRateScheduler(schedule), monitor,
            JsonlLogger(log_path, extra=log_extra, printer=printer), *callbacks]
