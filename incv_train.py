@@ -203,6 +203,9 @@ def parse_args(argv=None):
         p.error(f"--forget_rate must be in [0, 1), got {args.forget_rate}")
     if args.overwrite and args.resume:
         p.error("--overwrite and --resume contradict each other: choose one")
+    if args.selection == "authors" and args.devices == "all":
+        p.error("--selection authors runs on one device: use --selection fused with "
+                "--devices all, or --devices default")
     if args.incv_only and args.incv_results:
         p.error("--incv_only and --incv_results contradict each other: choose one")
     return args

@@ -123,6 +123,9 @@ def test_choices_agree_with_the_modules():
     assert incv_train.INCV_OPTIMIZERS == incv.INCV_OPTIMIZERS
     args = incv_train.parse_args(BASE)
     assert (args.selection, args.incv_optimizer) == ("fused", "fresh")
+    with pytest.raises(SystemExit) as exit_info:  # per-replica picks are fused's only
+        incv_train.parse_args(BASE + ["--selection", "authors", "--devices", "all"])
+    assert exit_info.value.code == 2
 
 
 def test_carried_incv_optimizer_survives_a_resume_and_authors_selection_runs(
