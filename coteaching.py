@@ -8,7 +8,6 @@ baselines, which share the same training loop.
 authors' schedule, per-epoch test accuracy, diagnostics and a resumable checkpoint.
 """
 
-import json
 import os
 
 import keras
@@ -29,7 +28,7 @@ COT_BOUNDARIES, COT_FACTORS = (79, 119, 159, 179), (0.1, 0.01, 0.001, 0.0005)
 # ``predict()`` then ``train_on_batch(picked)`` (see CoTeaching).
 SELECTIONS = ("fused", "authors")
 
-# Modified Co-teaching (Chen et al., ICML 2019, section 4 of PAPER.md) as one Keras model.
+# Modified Co-teaching (Chen et al., ICML 2019, arXiv:1905.05040 sec. 4) as one Keras model.
 #
 # :class:`CoTeaching` wraps two networks with softmax outputs and trains both in a single
 # compiled training step (TensorFlow backend: ``tf.GradientTape`` inside the ``tf.function``
@@ -490,7 +489,7 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
         start = training.restore_checkpoint(ckpt, model, optimizers)
         rows = [r for r in utils.read_jsonl(log) if r["epoch"] <= start]
         with utils.atomic_write(log) as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+            f.writelines(utils.jsonl_line(r) for r in rows)
         printer(f"  resuming after epoch {start}")
     elif os.path.exists(log):
         os.remove(log)
@@ -503,7 +502,8 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
                                clean[diag_idx], names=("model1", "model2")[:len(nets)]),
         _TestAccuracyNames(standard),
         training.JsonlLogger(log, printer=printer if args.verbose != 1 else None,
-                          optimizer=optimizers[0]),
+                          optimizer=optimizers[0], epochs=args.epochs),
+        training.StopOnNonFiniteLoss(f" (log: {log})"),
         training.EpochCheckpoint(ckpt, optimizers)]
     aug = resolve_augmentation(args.augment, data.name)
     test = (data.x_test, data.y_test)

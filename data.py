@@ -172,20 +172,57 @@ def _load_digits():
 def _load_npz(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--dataset file '{path}' does not exist")
-    with np.load(path) as f:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}; an .npz dataset needs "
-                             "x_train, y_train, x_test, y_test")
-        arrays = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            files = set(getattr(f, "files", ()))
+            missing = {"x_train", "y_train", "x_test", "y_test"} - files
+            if missing:
+                raise ValueError(f"{path}: missing arrays {sorted(missing)}; an .npz dataset "
+                                 "needs x_train, y_train, x_test, y_test")
+            arrays = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+    except Exception as err:  # empty, truncated or foreign files: zipfile, EOF, pickle errors
+        if isinstance(err, ValueError) and str(err).startswith(f"{path}:"):
+            raise
+        why = ("the file is empty" if os.path.getsize(path) == 0 else
+               "not a numpy .npz archive" if "pickled" in str(err) else
+               f"{type(err).__name__}: {err}")
+        raise ValueError(f"--dataset file '{path}' is not a readable .npz ({why}): write it "
+                         "with numpy.savez(path, x_train=..., y_train=..., x_test=..., "
+                         "y_test=...)") from None
     for k, x in (("x_train", arrays[0]), ("x_test", arrays[2])):
         if x.ndim not in (3, 4):
             raise ValueError(f"{path}: {k} must be (n, h, w) or (n, h, w, channels), "
                              f"got shape {x.shape}")
+        if len(x) == 0 or x.size == 0:
+            raise ValueError(f"{path}: {k} holds no images (shape {x.shape}): an .npz dataset "
+                             "needs at least one training and one test image")
+        if not np.issubdtype(x.dtype, np.number):
+            raise ValueError(f"{path}: {k} must hold numbers (uint8 or floats), got {x.dtype}")
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise ValueError(f"{path}: {k} holds {int((~np.isfinite(x)).sum())} NaN or "
+                             "infinite pixel values: fix or drop those images")
         if x.dtype != np.uint8 and (x.min() < 0 or x.max() > 1):
             raise ValueError(f"{path}: {k} must be uint8 (0..255) or floats in [0, 1], got "
                              f"{x.dtype} in [{x.min()}, {x.max()}]")
     return arrays
+
+
+def check_npz_labels(path, y_train, y_test):
+    """The labels of an .npz dataset must be the classes 0..c-1, each present in the
+    training set (an empty class would be a class noise can flip into but no sample has),
+    and the test set may use only those classes."""
+    present = np.unique(y_train)
+    c = len(present)
+    shown = (" ".join(str(v) for v in present) if c <= 20
+             else f"{c} classes from {present.min()} to {present.max()}")
+    if not np.array_equal(present, np.arange(c)):
+        raise ValueError(f"{path}: y_train must use the classes 0..{c - 1} (each at least "
+                         f"once), found {shown}: map the labels to 0..{c - 1}")
+    extra = np.setdiff1d(np.unique(y_test), present)
+    if len(extra):
+        raise ValueError(f"{path}: y_test holds classes the training set lacks "
+                         f"({' '.join(str(v) for v in extra[:10])}); y_train has {shown}: "
+                         "fix the test labels or drop those samples")
 
 
 def _to_unit_float(x):
@@ -226,8 +263,10 @@ def load_dataset(spec, *, data_dir="data", download=True):
                          "or give a path ending in .npz")
     ytr, yte = np.asarray(ytr).reshape(-1), np.asarray(yte).reshape(-1)
     for k, y in (("y_train", ytr), ("y_test", yte)):
-        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        if not np.issubdtype(y.dtype, np.integer) or not len(y) or y.min() < 0:
             raise ValueError(f"{spec}: {k} must hold non-negative integer class labels")
+    if spec.endswith(".npz"):
+        check_npz_labels(spec, ytr, yte)
     xtr, xte = _to_unit_float(xtr), _to_unit_float(xte)
     if xtr.shape[1:] != xte.shape[1:]:
         raise ValueError(f"{spec}: x_train and x_test images differ in shape: "
@@ -262,6 +301,9 @@ def split_halves(n, *, rng):
 def load_training_data(args, printer):
     """The dataset of ``--dataset``, its training part cut to the ``--n_train`` subset."""
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+    if args.n_train is not None and args.n_train > len(data.y_train):
+        printer(f"note: --n_train {args.n_train} is more than the {len(data.y_train)} training "
+                f"images of {data.name}: all {len(data.y_train)} are used")
     subset = stratified_subset(data.y_train, args.n_train, seed=args.seed[0])
     data.x_train, data.y_train = data.x_train[subset], data.y_train[subset]
     data.train_index = data.train_index[subset]
@@ -351,7 +393,7 @@ def make_coteaching_dataset(x, y, clean, s_idx, c_idx, *, batch_size, c_batch_si
                             augment="none", seed=0):
     """Batches for (modified) Co-teaching: each epoch is one pass over S in batches of
     ``batch_size``; when ``c_batch_size`` > 0 each S batch is joined by ``c_batch_size``
-    samples drawn from C (reshuffled, cycling; PAPER.md sec. 4).
+    samples drawn from C (reshuffled, cycling; arXiv:1905.05040, Algorithm 2).
 
     Yields ``({"image": (b, h, w, ch), "from_s": (b,) float32, "clean": (b,) float32}, y)``
     with the S part first. ``clean`` (true label == noisy label) is for tracking only.

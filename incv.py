@@ -27,7 +27,8 @@ INCV_BOUNDARIES, INCV_FACTORS = (20, 30, 40), (0.5, 0.25, 0.1)
 
 
 def k_best_for(pattern, eval_ratio):
-    """Iterations (from the first) that keep the best-validation checkpoint (PAPER.md sec 3)."""
+    """Iterations (from the first) that keep the best-validation checkpoint (the authors'
+    INCV.py)."""
     if pattern == "asym" or eval_ratio > 0.6:
         return 1
     return 2 if eval_ratio > 0.3 else 4
@@ -42,7 +43,7 @@ def largest_loss(idx, losses, count):
 
 def incv_select(y_noisy, *, num_classes, pattern, train_fn, seed, iterations=4, state=None,
                 y_true=None, on_iteration=None):
-    """Iterative Noisy Cross-Validation (PAPER.md section 3).
+    """Iterative Noisy Cross-Validation (arXiv:1905.05040, Algorithm 1).
 
     Parameters
     ----------
@@ -174,24 +175,52 @@ def write_cleaned_set(path, *, index, given_label, selected, candidate, heldout_
             w.writerow([int(i), int(y), s, "" if np.isnan(ce) else f"{ce:.6g}"])
 
 
-def read_incv_csv(path, y_true):
-    """Read a saved selection; checks it belongs to this training set."""
+def read_incv_csv(path, y_true, *, num_classes=None):
+    """Read a saved selection; checks it belongs to this training set and selects samples.
+
+    Raises FileNotFoundError / ValueError naming ``--incv_results`` and the file: missing,
+    a directory, unreadable, malformed (columns, values), made for another training set,
+    or selecting no sample.
+    """
+    if os.path.isdir(path):
+        raise ValueError(f"--incv_results '{path}' is a directory: give the "
+                         "<dataset>_<pattern><ratio>_INCV_results.csv file inside a run of "
+                         "incv_train.py --method incv")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--incv_results file '{path}' does not exist")
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
     need = {"y", "y_noisy", "select", "candidate", "eval_ratio"}
-    if not rows or not need <= set(rows[0]):
-        raise ValueError(f"--incv_results '{path}' needs the columns {sorted(need)}")
-    y = np.array([int(r["y"]) for r in rows])
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or not need <= set(rows[0]):
+            raise ValueError(f"needs the columns {sorted(need)} and one row per sample")
+        y = np.array([int(r["y"]) for r in rows])
+        y_noisy = np.array([int(r["y_noisy"]) for r in rows])
+        flags = {}
+        for k in ("select", "candidate"):
+            values = {r[k] for r in rows}
+            if not values <= {"True", "False"}:
+                raise ValueError(f"column {k} must hold True / False, found "
+                                 f"{sorted(values - {'True', 'False'})[:3]}")
+            flags[k] = np.array([r[k] == "True" for r in rows])
+        eval_ratio = float(rows[0]["eval_ratio"])
+    except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"--incv_results '{path}' is not an INCV selection written by "
+                         f"incv_train.py ({err})") from None
     if len(y) != len(y_true) or (y != y_true).any():
         raise ValueError(f"--incv_results '{path}' was made for another training set "
                          f"({len(y)} rows vs {len(y_true)} samples, or other labels): use the "
                          "same --dataset, --n_train and --seed")
-    flag = lambda k: np.array([r[k] == "True" for r in rows])  # noqa: E731
-    return (np.array([int(r["y_noisy"]) for r in rows]),
-            {"selected": flag("select"), "candidate": flag("candidate"),
-             "eval_ratio": float(rows[0]["eval_ratio"]), "iterations": []})
+    if num_classes is not None and (y_noisy.min() < 0 or y_noisy.max() >= num_classes):
+        raise ValueError(f"--incv_results '{path}': y_noisy holds labels outside 0.."
+                         f"{num_classes - 1}: the file was edited or made for other data")
+    if (flags["select"] & flags["candidate"]).any() or not flags["select"].any():
+        raise ValueError(f"--incv_results '{path}' selects "
+                         + ("no sample" if not flags["select"].any() else
+                            "samples that are also candidates")
+                         + ": rerun the selection (incv_train.py --incv_only)")
+    return (y_noisy, {"selected": flags["select"], "candidate": flags["candidate"],
+                      "eval_ratio": eval_ratio, "iterations": []})
 
 
 def make_incv_train_fn(args, data, y_noisy, *, seed, out, printer, runs_done=0):
@@ -214,10 +243,12 @@ def make_incv_train_fn(args, data, y_noisy, *, seed, out, printer, runs_done=0):
     runs = [runs_done]
     if carry and runs_done:
         _load_optimizer_state(model.optimizer, (state_path, prev_path), runs_done)
+    progress = utils.Progress()
 
     def train_fn(train_idx, held_idx, keep_best, tag):
-        printer(f"  INCV {tag}: train on {len(train_idx)}, predict {len(held_idx)}"
-                f"{' (best checkpoint)' if keep_best else ''}")
+        printer("  " + utils.incv_run_line(tag, iterations=args.incv_iterations,
+                                           n_train=len(train_idx), n_held=len(held_idx),
+                                           keep_best=keep_best, progress=progress))
         probs, info = training.train_and_predict(
             model, initial, data.x_train[train_idx], y_noisy[train_idx],
             data.x_train[held_idx], y_noisy[held_idx], epochs=args.incv_epochs,

@@ -91,8 +91,8 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
                                             printer=printer,
                                             runs_done=2 * len(st["iterations"]) if st else 0),
                 on_iteration=lambda s: (incv.save_incv_state(state_path, s), printer(
-                    f"  INCV iteration {s['iterations'][-1]['iteration']}: "
-                    f"{s['iterations'][-1]}")))
+                    "  " + utils.incv_iteration_line(s["iterations"][-1],
+                                                     args.incv_iterations))))
             csv_name = f"{data.name}_{pattern}{ratio:g}_INCV_results.csv"
             incv.write_incv_csv(os.path.join(out, csv_name), data.y_train, y_noisy, st)
             incv.write_cleaned_set(os.path.join(out, "cleaned_set.csv"),
@@ -195,7 +195,9 @@ def parse_args(argv=None):
     p.add_argument("--incv_results", type=str, default=None,
                    help="CSV of an earlier INCV selection: skip INCV and train on it")
     p.add_argument("--resume", action="store_true",
-                   help="continue unfinished runs from their last INCV iteration / epoch")
+                   help="continue unfinished runs from their last INCV iteration / epoch; "
+                        "refused when a run's config.json records other flags, and an "
+                        "error when no run of the grid has started")
     args = p.parse_args(argv)
     utils.check_run_arguments(p, args, positive=("epochs", "incv_epochs", "incv_iterations",
                                                   "batch_size"))
@@ -217,6 +219,8 @@ def run_dir(args, dataset, pattern, ratio, method, seed):
 
 def main(args):
     utils.load_tensorflow()
+    import incv  # Keras-based: after load_tensorflow()
+
     printer = print
     devices.run_strategy(args, printer)  # checks --devices; runs build their models on it
     data = load_training_data(args, printer)
@@ -228,6 +232,10 @@ def main(args):
     todo, summaries = utils.plan_runs([r[-1] for r in runs], skip_existing=args.skip_existing,
                                       overwrite=args.overwrite, resume=args.resume,
                                       printer=printer)
+    utils.check_resume(args, [(r[-1], dict(zip(("seed", "pattern", "ratio", "method"), r)))
+                              for r in runs])
+    if args.incv_results and "incv" in args.method:  # checked before any run directory
+        incv.read_incv_csv(args.incv_results, data.y_train, num_classes=data.num_classes)
     todo = [runs[k] for k in todo]
     for k, (seed, pattern, ratio, method, out) in enumerate(todo, 1):
         resuming = args.resume and os.path.isfile(os.path.join(out, "config.json"))
@@ -241,9 +249,7 @@ def main(args):
                 f" -> {out}")
         summary = run_one(args, data, method, pattern, ratio, seed, out, printer)
         utils.write_json(os.path.join(out, "summary.json"), summary)
-        acc = summary.get("test_accuracy", {})
-        printer(f"  done in {summary['seconds']:.0f}s: estimated noise "
-                f"{summary.get('estimated_noise_ratio')}, test accuracy {acc}")
+        printer("  " + utils.done_line(summary, out))
         summaries.append(summary)
     return summaries
 

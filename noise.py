@@ -1,4 +1,4 @@
-"""Synthetic label noise and the theory of noisy cross-validation (PAPER.md sections 1-2).
+"""Synthetic label noise and the theory of noisy cross-validation (arXiv:1905.05040 sec. 2).
 
 Two noise patterns, with c classes and noise ratio e; ``T[i, j] = P(noisy = j | true = i)``:
 

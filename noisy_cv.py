@@ -65,7 +65,8 @@ def run_dir(args, dataset, pattern, ratio, seed):
 
 def summarize(*, y_true, y_noisy, idx_held, probs, test_probs, y_test, pattern, ratio,
               num_classes):
-    """Held-out measurements next to their closed-form predictions (PAPER.md sec. 2)."""
+    """Held-out measurements next to their closed-form predictions (arXiv:1905.05040,
+    sec. 2)."""
     yt, yn = y_true[idx_held], y_noisy[idx_held]
     pred = probs.argmax(1)
     selected = pred == yn
@@ -111,7 +112,8 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
         batch_size=args.batch_size, schedule=schedule,
         augment=resolve_augmentation(args.augment, data.name), seed=seed,
         y_held_true=data.y_train[idx_held], log_path=os.path.join(out, "log.jsonl"),
-        verbose=args.verbose, printer=printer)
+        verbose=args.verbose,
+        printer=printer if args.verbose != 1 else None)  # never inside Keras' progress bar
     test_probs = model.predict(data.x_test, batch_size=1024, verbose=0)
     utils.save_npz(os.path.join(out, "predictions.npz"), idx_held=idx_held,
                    held_out_probs=probs, test_probs=test_probs)

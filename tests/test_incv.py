@@ -1,4 +1,4 @@
-"""INCV bookkeeping (PAPER.md sec. 3) against a scripted stand-in for training."""
+"""INCV bookkeeping (arXiv:1905.05040, Algorithm 1) against a scripted stand-in for training."""
 
 import numpy as np
 import pytest

@@ -1,7 +1,7 @@
 """Tests for noise.py: sampling statistics, reproducibility, theory values, estimation, errors.
 
-Expected numbers are computed by hand (or taken from PAPER.md's reference table), never by
-calling the function under test a second way.
+Expected numbers are computed by hand from the closed forms of arXiv:1905.05040 sec. 2,
+never by calling the function under test a second way.
 """
 
 import math
