@@ -47,7 +47,7 @@ _SUMMARY_TYPES = {
     "label_precision": _NUMBER, "label_recall": _NUMBER, "estimated_noise_ratio": _NUMBER,
     "actual_noise_ratio": _NUMBER, "test_accuracy": (dict, *_NUMBER), "theory": dict,
     "incv": list}
-_NESTED_NUMBERS = {"test_accuracy": ("model1", "model2", "best"),
+_NESTED_NUMBERS = {"test_accuracy": ("model1", "model2", "mean"),
                    "theory": ("accuracy", "label_precision", "label_recall")}
 _INCV_NUMBERS = ("iteration", "selected", "candidates", "removed", "label_precision",
                  "label_recall")
