@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test quick demo clean
+.PHONY: setup test quick demo cifar10-cpu clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,12 @@ demo: $(STAMP)
 		--noise_pattern sym --noisy_ratio 0.5 --method incv standard \
 		--results_dir $(DEMO_DIR) --verbose 0
 	@echo "demo results in $(DEMO_DIR)"
+
+# The paper's three findings on CIFAR-10 at CPU scale (hours; resumable: run it again to
+# continue). DATA_DIR: the folder holding cifar-10-batches-py. See reproduce_cifar10_cpu.sh.
+DATA_DIR ?= data
+cifar10-cpu: $(STAMP)
+	PYTHON=$(PY) DATA_DIR=$(DATA_DIR) ./reproduce_cifar10_cpu.sh all
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -23,6 +23,10 @@ PAPER_EPOCHS = 200          # Co-teaching / standard training
 # Co-teaching: x0.1 at epochs 80, 120, 160, then x0.5 at 180 (0-based epoch == 80 in the
 # authors' loop, i.e. epoch > 79 in PiecewiseLR's terms).
 COT_BOUNDARIES, COT_FACTORS = (79, 119, 159, 179), (0.1, 0.01, 0.001, 0.0005)
+# How each step picks its small-loss samples (``--selection``): "fused" from the training-mode
+# pass over the whole batch (one forward pass per network), "authors" as the authors'
+# ``predict()`` then ``train_on_batch(picked)`` (see CoTeaching).
+SELECTIONS = ("fused", "authors")
 
 # Modified Co-teaching (Chen et al., ICML 2019, arXiv:1905.05040 sec. 4) as one Keras model.
 #
@@ -58,6 +62,9 @@ COT_BOUNDARIES, COT_FACTORS = (79, 119, 159, 179), (0.1, 0.01, 0.001, 0.0005)
 # selection uses the training-mode outputs of the same forward pass over the whole batch and
 # only the picked samples are back-propagated (as the official Co-teaching code of Han et al.
 # does); BatchNorm batch statistics, and the moving averages, therefore come from the whole batch.
+# ``CoTeaching(..., selection="authors")`` (``--selection authors``) does as the authors did,
+# inside the same compiled step: an inference-mode pass over the whole batch for the picks,
+# then a training-mode pass of each network over its peer's picks only.
 #
 # The ``clean`` input flag (whether the noisy label is correct) is used only for the
 # ``kept_clean1`` / ``kept_clean2`` tracking metrics; it never reaches a loss or a selection.
@@ -92,6 +99,17 @@ class CoTeaching(keras.Model):
         Two distinct, built networks mapping ``(b, h, w, ch)`` float32 images to class
         probabilities ``(b, num_classes)`` (softmax output), e.g. from ``models.build_model``.
         They must not share variables.
+    selection : {"fused", "authors"}
+        ``"fused"`` (default): picks from the training-mode pass over the whole batch, and only
+        the picked samples are back-propagated (BatchNorm batch statistics and moving averages
+        from the whole batch). ``"authors"``: the authors' ``predict()`` then
+        ``train_on_batch(picked)`` inside the one compiled step: the picks come from an
+        inference-mode pass (``training=False``, BatchNorm moving statistics) over the whole
+        batch, then each network runs a training-mode pass over the samples its *peer* picked
+        only, so its BatchNorm batch statistics, and its moving averages, come from that
+        subset. The keep count is at least 1 (the authors' ``train_on_batch`` would fail on an
+        empty pick). One device only. The training metrics ``acc1``/``acc2`` then come from
+        the inference-mode pass.
     **kwargs
         Passed to ``keras.Model`` (e.g. ``name``).
 
@@ -135,8 +153,11 @@ class CoTeaching(keras.Model):
     replica's share only unless made synchronised (``devices.sync_batchnorm``).
     """
 
-    def __init__(self, net1, net2, **kwargs):
+    def __init__(self, net1, net2, *, selection="fused", **kwargs):
         super().__init__(**kwargs)
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+        self.selection = selection
         if net1 is net2:
             raise ValueError("net1 and net2 must be two different networks")
         shared = {id(v) for v in net1.weights} & {id(v) for v in net2.weights}
@@ -281,6 +302,12 @@ class CoTeaching(keras.Model):
             n_step = tf.distribute.get_replica_context().all_reduce(
                 tf.distribute.ReduceOp.SUM, n_pick)
 
+        if self.selection == "authors":
+            if replicas > 1:
+                raise ValueError("selection='authors' (--selection authors) runs on one device "
+                                 "only: use --selection fused with --devices all")
+            return self._authors_step(image, y, from_s, clean, tf.maximum(keep, 1))
+
         vars1 = self.net1.trainable_variables
         vars2 = self.net2.trainable_variables
         with tf.GradientTape() as tape:
@@ -330,6 +357,38 @@ class CoTeaching(keras.Model):
         self.keep_tracker.update_state(n_step)  # under tf.distribute: the sum over replicas
         if clean is not None:
             # Tracking only: per-sample means over all picks of the epoch.
+            self.kept_clean1_tracker.update_state(tf.gather(clean, pick1))
+            self.kept_clean2_tracker.update_state(tf.gather(clean, pick2))
+        return self._results(self._train_trackers)
+
+    def _authors_step(self, image, y, from_s, clean, keep):
+        """The authors' step (selection="authors"): picks from an inference-mode pass, then
+        each network trained on its peer's picks as ``train_on_batch(picked)`` would be."""
+        # Their predict(): BatchNorm uses the moving statistics, nothing is updated.
+        q1 = self.net1(image, training=False)
+        q2 = self.net2(image, training=False)
+        _, pick1 = tf.math.top_k(-keras.losses.sparse_categorical_crossentropy(y, q1), k=keep)
+        _, pick2 = tf.math.top_k(-keras.losses.sparse_categorical_crossentropy(y, q2), k=keep)
+        n_pick = tf.cast(keep, tf.float32)
+        totals = []
+        # Their train_on_batch on the peer's picks: a training-mode pass over the subset only
+        # (BatchNorm batch statistics of the subset; its moving averages updated from them).
+        for net, opt, picks in ((self.net1, self.optimizer1, pick2),
+                                (self.net2, self.optimizer2, pick1)):
+            x_p, y_p = tf.gather(image, picks), tf.gather(y, picks)
+            with tf.GradientTape() as tape:
+                ce = keras.losses.sparse_categorical_crossentropy(y_p, net(x_p, training=True))
+                loss = tf.reduce_mean(ce)
+                total = loss + self._reg_loss(net)
+            variables = net.trainable_variables
+            opt.apply_gradients(zip(tape.gradient(total, variables), variables))
+            totals.append(loss)
+        self.loss1_tracker.update_state(totals[0], sample_weight=n_pick)
+        self.loss2_tracker.update_state(totals[1], sample_weight=n_pick)
+        self.acc1_tracker.update_state(self._correct(y, q1), sample_weight=from_s)
+        self.acc2_tracker.update_state(self._correct(y, q2), sample_weight=from_s)
+        self.keep_tracker.update_state(n_pick)
+        if clean is not None:
             self.kept_clean1_tracker.update_state(tf.gather(clean, pick1))
             self.kept_clean2_tracker.update_state(tf.gather(clean, pick2))
         return self._results(self._train_trackers)
@@ -442,8 +501,8 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
                     for _ in range(2)]
             for net in nets:
                 devices.sync_batchnorm(net, strategy)
-            model = CoTeaching(*nets)
-            optimizers = [keras.optimizers.Adam(args.lr), keras.optimizers.Adam(args.lr)]
+            model = CoTeaching(*nets, selection=getattr(args, "selection", "fused"))
+            optimizers = [training.adam(args.lr), training.adam(args.lr)]
             model.compile(optimizer1=optimizers[0], optimizer2=optimizers[1])
     if not standard:
         def on_epoch(epoch):  # Co-teaching's gradual schedule, 0-based epoch as the authors

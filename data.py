@@ -15,6 +15,7 @@ scripts can parse their flags (and print ``--help``) before TensorFlow loads.
 """
 
 import dataclasses
+import hashlib
 import os
 import pickle
 
@@ -25,6 +26,20 @@ from utils import rng_for
 DATASETS = ("cifar10", "cifar100", "digits")
 
 AUGMENTATIONS = ("auto", "standard", "shift", "none")
+
+# md5 of each file of the official python-version archives (cifar-10-python.tar.gz,
+# cifar-100-python.tar.gz), as torchvision's CIFAR10 / CIFAR100 classes list them.
+OFFICIAL_MD5 = {
+    "cifar10": {"data_batch_1": "c99cafc152244af753f735de768cd75f",
+                "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+                "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+                "data_batch_4": "634d18415352ddfa80567beed471001a",
+                "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+                "test_batch": "40351d587109b95175f43aff81a1287e"},
+    "cifar100": {"train": "16019d7e3df5f24257cddd939b257f8d",
+                 "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"},
+}
+_MD5_CACHE = {}  # (real path, size, mtime_ns) -> md5: each file is hashed once per process
 
 
 @dataclasses.dataclass
@@ -48,6 +63,8 @@ class Data:
     clean_known: bool = True
     class_names: list = None    # an image folder's class folder names, index order
     train_paths: np.ndarray = None  # an image folder's files, relative to DIR/train
+    # CIFAR only: {"official": bool or None, "files": {file name: md5}} (see data_provenance).
+    provenance: dict = None
 
     def __post_init__(self):
         if self.train_index is None:
@@ -88,6 +105,44 @@ def _missing(name, path, url):
         "Keras can download it.")
 
 
+def file_md5(path):
+    """md5 hex digest of a file, computed once per process for an unchanged file."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _MD5_CACHE:
+        h = hashlib.md5()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _MD5_CACHE[key] = h.hexdigest()
+    return _MD5_CACHE[key]
+
+
+def data_provenance(name, folder):
+    """Whether the CIFAR files in ``folder`` are the official archive's, by their md5s.
+
+    Returns
+    -------
+    dict
+        ``{"official": bool, "files": {file name: md5}}``: ``official`` is True only when
+        every file matches :data:`OFFICIAL_MD5` (a re-encoded copy, e.g. JPEG-decoded, is not).
+    """
+    files = {f: file_md5(os.path.join(folder, f)) for f in OFFICIAL_MD5[name]}
+    return {"official": files == OFFICIAL_MD5[name], "files": files}
+
+
+def describe_provenance(provenance):
+    """One line for a run's output on where its CIFAR data came from (None: not CIFAR)."""
+    if provenance is None:
+        return None
+    if provenance.get("official"):
+        return "data: the official CIFAR files (md5 checked)"
+    if provenance.get("official") is None:
+        return f"data: {provenance.get('source', 'unknown source')} (md5 not checked)"
+    return ("data: NOT the official CIFAR files (md5 differs: e.g. a re-encoded copy); "
+            "results from it are labelled so")
+
+
 def _load_cifar(name, data_dir, download):
     import keras
 
@@ -109,14 +164,15 @@ def _load_cifar(name, data_dir, download):
         ys = [np.asarray(p[key], np.int64) for p in parts]
         n = len(train_files)
         return (np.concatenate(xs[:n]), np.concatenate(ys[:n]),
-                np.concatenate(xs[n:]), np.concatenate(ys[n:]))
+                np.concatenate(xs[n:]), np.concatenate(ys[n:]), data_provenance(name, folder))
     if not download:
         raise _missing(name, folder, url)
     try:
         (xtr, ytr), (xte, yte) = keras_loader()
     except Exception as err:  # offline: say where the files go instead of a URL error
         raise _missing(name, folder, url) from err
-    return xtr, ytr.reshape(-1), xte, yte.reshape(-1)
+    return xtr, ytr.reshape(-1), xte, yte.reshape(-1), {
+        "official": None, "source": "keras.datasets download", "files": {}}
 
 
 def _load_digits():
@@ -233,8 +289,9 @@ def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=
     if labels is not None or folder_labels != "clean":
         raise ValueError("--labels / --folder_labels are for an image folder --dataset; for an "
                          ".npz put the given labels in its y_train_noisy array")
+    provenance = None
     if spec in ("cifar10", "cifar100"):
-        xtr, ytr, xte, yte = _load_cifar(spec, data_dir, download)
+        xtr, ytr, xte, yte, provenance = _load_cifar(spec, data_dir, download)
     elif spec == "digits":
         xtr, ytr, xte, yte = _load_digits()
     elif spec.endswith(".npz"):
@@ -267,7 +324,7 @@ def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=
     num_classes = int(max(ytr.max(), yte.max(), -1 if given is None else given.max())) + 1
     return Data(dataset_name(spec), xtr, ytr.astype(np.int64), xte, yte.astype(np.int64),
                 num_classes, y_train_noisy=None if given is None else given.astype(np.int64),
-                clean_known=clean_known)
+                clean_known=clean_known, provenance=provenance)
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")

@@ -18,6 +18,10 @@ import utils
 from data import resolve_augmentation
 
 PAPER_INCV_EPOCHS = 50      # each INCV training run
+# Adam state at the start of each INCV run (--incv_optimizer): "fresh" zeroed; "carry" the state
+# the previous run ended with (of its best epoch with keep_best), as the authors' load_model
+# restored it with the checkpoint and only the weights were reset.
+INCV_OPTIMIZERS = ("fresh", "carry")
 # INCV runs: Adam 1e-3, x0.5 after epoch 20, x0.25 after 30, x0.1 after 40 (of 50).
 INCV_BOUNDARIES, INCV_FACTORS = (20, 30, 40), (0.5, 0.25, 0.1)
 
@@ -228,14 +232,26 @@ def read_incv_csv(path, y_true, *, num_classes=None):
                       "eval_ratio": eval_ratio, "iterations": []})
 
 
-def make_incv_train_fn(args, data, y_noisy, *, seed, out, printer):
-    """INCV's training runs: one compiled ResNet, reset to the same initial weights each run."""
+def make_incv_train_fn(args, data, y_noisy, *, seed, out, printer, runs_done=0):
+    """INCV's training runs: one compiled ResNet, reset to the same initial weights each run.
+
+    ``args.incv_optimizer`` "carry" (default "fresh") starts each run from the optimizer
+    state the previous run ended with; the state after each run is saved to
+    ``incv_optimizer.npz`` in ``out`` (the one before it kept as ``incv_optimizer_prev.npz``)
+    so that a resumed INCV, ``runs_done`` runs in, carries on from the right one.
+    """
+    carry = getattr(args, "incv_optimizer", "fresh") == "carry"
     keras.utils.set_random_seed(seed)
     model = training.build_classifier(args, data, devices.device_strategy(args.devices))
     initial = model.get_weights()
     schedule = training.PiecewiseLR(args.lr, INCV_BOUNDARIES, INCV_FACTORS,
                                  paper_epochs=PAPER_INCV_EPOCHS, epochs=args.incv_epochs)
     aug = resolve_augmentation(args.augment, data.name)
+    state_path = os.path.join(out, "incv_optimizer.npz")
+    prev_path = os.path.join(out, "incv_optimizer_prev.npz")
+    runs = [runs_done]
+    if carry and runs_done:
+        _load_optimizer_state(model.optimizer, (state_path, prev_path), runs_done)
     progress = utils.Progress()
 
     def train_fn(train_idx, held_idx, keep_best, tag):
@@ -249,12 +265,32 @@ def make_incv_train_fn(args, data, y_noisy, *, seed, out, printer):
             keep_best=keep_best,
             y_held_true=None if data.y_clean is None else data.y_clean[held_idx],
             log_path=os.path.join(out, "incv_log.jsonl"), log_extra={"run": tag},
-            verbose=args.verbose, printer=printer if args.verbose != 1 else None)
+            verbose=args.verbose, printer=printer if args.verbose != 1 else None,
+            reset_optimizer_state=not (carry and runs[0] > 0))
+        runs[0] += 1
+        if carry:
+            if os.path.isfile(state_path):
+                os.replace(state_path, prev_path)
+            utils.save_npz(state_path, runs_done=np.int64(runs[0]), **{
+                f"v{i}": keras.ops.convert_to_numpy(v)
+                for i, v in enumerate(model.optimizer.variables)})
         return probs
 
     return train_fn
 
 
+def _load_optimizer_state(optimizer, paths, runs_done):
+    """Restore the optimizer state saved after run ``runs_done`` (resuming ``carry``)."""
+    for path in paths:
+        if os.path.isfile(path):
+            with np.load(path) as f:
+                if int(f["runs_done"]) == runs_done:
+                    for i, v in enumerate(optimizer.variables):
+                        v.assign(f[f"v{i}"])
+                    return
+    raise ValueError(f"--resume with --incv_optimizer carry: no saved optimizer state after "
+                     f"INCV run {runs_done} in {os.path.dirname(paths[0])}: start that run "
+                     "again with --overwrite")
 def clean_labels(x, y_noisy, *, build_model, num_classes=None, noise_type="sym", epochs=50,
                  batch_size=128, seed=0, iterations=4, y_true=None, lr=1e-3, augment="none",
                  verbose=0):

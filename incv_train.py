@@ -41,9 +41,11 @@ import metrics
 import noise
 import plots
 import utils
-from data import load_training_data, split_halves
+from data import describe_provenance, load_training_data, split_halves
 
 METHODS = ("incv", "coteaching", "standard")
+SELECTIONS = ("fused", "authors")  # coteaching.SELECTIONS (tests check they agree)
+INCV_OPTIMIZERS = ("fresh", "carry")  # incv.INCV_OPTIMIZERS
 # The paper's epochs, also coteaching.PAPER_EPOCHS and incv.PAPER_INCV_EPOCHS (which scale the
 # schedules; tests check they agree): literals here so that --help needs no TensorFlow.
 PAPER_EPOCHS, PAPER_INCV_EPOCHS = 200, 50
@@ -63,6 +65,12 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
                "clean_labels_known": bool(data.clean_known)}
     if data.class_names:
         summary["class_names"] = list(data.class_names)
+    if data.provenance is not None:
+        summary["data_provenance"] = data.provenance
+    if method != "standard":
+        summary["coteaching_selection"] = args.selection
+    if method == "incv" and not args.incv_results:
+        summary["incv_optimizer"] = args.incv_optimizer
     y_true, y_noisy, T = noise.run_labels(data, pattern, ratio, seed=seed, T=T)
     # The authors' CSV has a clean-label column y: -1 where the clean labels are unknown.
     y_csv = y_true if y_true is not None else np.full(len(y_noisy), -1, np.int64)
@@ -88,7 +96,8 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
                 y_noisy, num_classes=data.num_classes, pattern=rules, seed=seed,
                 iterations=args.incv_iterations, state=st, y_true=y_true,
                 train_fn=incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out,
-                                            printer=printer),
+                                            printer=printer,
+                                            runs_done=2 * len(st["iterations"]) if st else 0),
                 on_iteration=lambda s: (incv.save_incv_state(state_path, s), printer(
                     "  " + utils.incv_iteration_line(s["iterations"][-1],
                                                      args.incv_iterations))))
@@ -140,24 +149,33 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
     rows = coteaching.train_two_networks(args, data, y_noisy, s_idx, c_idx, seed=seed, forget_rate=forget,
                               warmup=warmup, out=out, printer=printer,
                               standard=(method == "standard"))
-    last = rows[-1]
-    accs = [r[k] for r in rows for k in ("test_accuracy_model1", "test_accuracy_model2")
-            if r.get(k) is not None]
-    summary["test_accuracy"] = {"model1": last.get("test_accuracy_model1"),
-                                "model2": last.get("test_accuracy_model2"),
-                                "best": max(accs) if accs else None}
-    if "test_top5_accuracy_model1" in last:  # more than 5 classes
-        top5 = [r[k] for r in rows for k in ("test_top5_accuracy_model1",
-                                             "test_top5_accuracy_model2") if r.get(k) is not None]
-        summary["test_top5_accuracy"] = {"model1": last.get("test_top5_accuracy_model1"),
-                                         "model2": last.get("test_top5_accuracy_model2"),
-                                         "best": max(top5) if top5 else None}
+    summary["test_accuracy"] = final_test_accuracy(rows)
+    if "test_top5_accuracy_model1" in rows[-1]:  # more than 5 classes
+        summary["test_top5_accuracy"] = final_test_accuracy(rows, key="test_top5_accuracy")
     summary["seconds"] = round(time.time() - t0, 1)
     plots.plot_test_curves(os.path.dirname(os.path.dirname(out)), seed,
                      os.path.join(out, "test_accuracy.png"),
                      f"{data.name}, {pattern} {'' if ratio is None else f'{ratio:g}'}, "
                      f"seed {seed}")
     return summary
+
+
+def final_test_accuracy(rows, *, key="test_accuracy"):
+    """Final-epoch clean test accuracy of network 1, network 2 and their mean (the standard
+    baseline: network 1 only, its mean is network 1). No epoch is chosen on the test set.
+
+    Parameters
+    ----------
+    rows : list of dict
+        The per-epoch log rows (``<key>_model1``, optionally ``<key>_model2``).
+    key : str
+        "test_accuracy", or "test_top5_accuracy" (logged when there are more than 5 classes).
+    """
+    last = rows[-1]
+    accs = [last.get(f"{key}_{net}") for net in ("model1", "model2")]
+    both = [a for a in accs if a is not None]
+    return {"model1": accs[0], "model2": accs[1],
+            "mean": float(sum(both) / len(both)) if both else None}
 
 
 def parse_args(argv=None):
@@ -179,6 +197,16 @@ def parse_args(argv=None):
                    help="Co-teaching's Tk: epochs (of 200) over which the forget rate ramps up")
     p.add_argument("--forget_rate", type=float, default=None,
                    help="--method coteaching: forget rate (default: estimated noise ratio)")
+    p.add_argument("--selection", type=str, default="fused", choices=SELECTIONS,
+                   help="Co-teaching's small-loss picks: fused = from the training-mode pass "
+                        "over the whole batch (one compiled pass); authors = as the authors' "
+                        "predict() (inference mode) then train_on_batch on the picked samples "
+                        "(BatchNorm statistics of the picks)")
+    p.add_argument("--incv_optimizer", type=str, default="fresh", choices=INCV_OPTIMIZERS,
+                   help="Adam state at the start of each INCV run: fresh = zeroed (Algorithm "
+                        "1 restarts from the same initialisation); carry = the state of the "
+                        "checkpoint the previous run ended with, as the authors' load_model "
+                        "restored it (weights reset only)")
     p.add_argument("--keep_optimizer_state", action="store_true",
                    help="keep Adam's state at lr drops (the authors re-compiled: a fresh Adam)")
     p.add_argument("--incv_only", action="store_true",
@@ -196,6 +224,9 @@ def parse_args(argv=None):
         p.error(f"--forget_rate must be in [0, 1), got {args.forget_rate}")
     if args.overwrite and args.resume:
         p.error("--overwrite and --resume contradict each other: choose one")
+    if args.selection == "authors" and args.devices == "all":
+        p.error("--selection authors runs on one device: use --selection fused with "
+                "--devices all, or --devices default")
     if args.incv_only and args.incv_results:
         p.error("--incv_only and --incv_results contradict each other: choose one")
     return args
@@ -214,6 +245,8 @@ def main(args):
     devices.run_strategy(args, printer)  # checks --devices; runs build their models on it
     data = load_training_data(args, printer)
     settings, T = utils.noise_plan(args, data, printer)
+    if data.provenance is not None:
+        printer(describe_provenance(data.provenance))
     runs = [(seed, pattern, ratio, method, run_dir(args, data.name, pattern, ratio, method, seed))
             for seed in args.seed for pattern, ratio in settings for method in args.method]
     todo, summaries = utils.plan_runs([r[-1] for r in runs], skip_existing=args.skip_existing,
@@ -235,7 +268,7 @@ def main(args):
                 args, run={"method": method, "pattern": pattern, "ratio": ratio, "seed": seed,
                            "noise_type": noise.rule_pattern(pattern, args.noise_type)},
                 n_train=int(len(data.y_train)), num_classes=data.num_classes,
-                **utils.dataset_extras(data, out)))
+                data_provenance=data.provenance, **utils.dataset_extras(data, out)))
         setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
         printer(f"[{k}/{len(todo)}] {method} on {data.name} {setting} seed {seed} -> {out}")
         summary = run_one(args, data, method, pattern, ratio, seed, out, printer, T=T)

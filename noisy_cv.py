@@ -36,7 +36,8 @@ import metrics
 import noise
 import plots
 import utils
-from data import load_training_data, resolve_augmentation, split_halves
+from data import (describe_provenance, load_training_data, resolve_augmentation,
+                  split_halves)
 
 # Authors' theory-run schedule: Adam 1e-3, x0.1 after epoch 80, 0.01 after 120,
 # 0.001 after 160, 0.0005 after 180 (of 200); scaled to --epochs.
@@ -165,6 +166,8 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
                    noise_type=noise.rule_pattern(pattern, args.noise_type),
                    clean_labels_known=y_true is not None,
                    **({"class_names": data.class_names} if data.class_names else {}))
+    if data.provenance is not None:
+        summary["data_provenance"] = data.provenance
     if y_true is not None:
         setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
         plots.plot_confusion_vs_transition(
@@ -187,6 +190,8 @@ def main(args):
     strategy = devices.run_strategy(args, printer)
     data = load_training_data(args, printer)
     settings, T = utils.noise_plan(args, data, printer)
+    if data.provenance is not None:
+        printer(describe_provenance(data.provenance))
     runs = [(seed, pattern, ratio, run_dir(args, data.name, pattern, ratio, seed))
             for seed in args.seed for pattern, ratio in settings]
     todo, points = utils.plan_runs([r[-1] for r in runs], skip_existing=args.skip_existing,
@@ -204,7 +209,7 @@ def main(args):
             args, run={"pattern": pattern, "ratio": ratio, "seed": seed,
                        "noise_type": noise.rule_pattern(pattern, args.noise_type)},
             n_train=int(len(data.y_train)), num_classes=data.num_classes,
-            **utils.dataset_extras(data, out)))
+            data_provenance=data.provenance, **utils.dataset_extras(data, out)))
         setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
         printer(f"[{k}/{len(todo)}] {data.name} {args.arch} {setting} seed {seed} -> {out}")
         s = run_one(args, data, model, initial, pattern, ratio, seed, out, printer, T=T)
@@ -213,7 +218,7 @@ def main(args):
                 f"{f(s['theory']['accuracy'])}), LP {f(s['label_precision'])} "
                 f"({f(s['theory']['label_precision'])}), LR {f(s['label_recall'])} "
                 f"({f(s['theory']['label_recall'])}), estimated noise "
-                f"{f(s['estimated_noise_ratio'])}, test acc {f(s['test_accuracy'])}"
+                f"{f(s['estimated_noise_ratio'])}, clean test acc {f(s['test_accuracy'])}"
                 + (f", top-5 {f(s['test_top5_accuracy'])}" if "test_top5_accuracy" in s
                    else ""))
         points.append(s)

@@ -47,7 +47,7 @@ _SUMMARY_TYPES = {
     "label_precision": _NUMBER, "label_recall": _NUMBER, "estimated_noise_ratio": _NUMBER,
     "actual_noise_ratio": _NUMBER, "test_accuracy": (dict, *_NUMBER), "theory": dict,
     "incv": list}
-_NESTED_NUMBERS = {"test_accuracy": ("model1", "model2", "best"),
+_NESTED_NUMBERS = {"test_accuracy": ("model1", "model2", "mean"),
                    "theory": ("accuracy", "label_precision", "label_recall")}
 _INCV_NUMBERS = ("iteration", "selected", "candidates", "removed", "label_precision",
                  "label_recall")
@@ -222,13 +222,20 @@ def table_accuracy(runs):
             runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["method"]), has_acc):
         keys = set().union(*(r["flags"] for r in rs))
         mixed = sorted(k for k in keys if len({json.dumps(r["flags"].get(k)) for r in rs}) > 1)
+        notes = ["runs differ in " + ", ".join(mixed)] if mixed else []
+        if any((r["summary"].get("data_provenance") or {}).get("official") is False
+               for r in rs):
+            notes.append("not the official CIFAR files (md5 differs: data_provenance)")
         row = {"table": "accuracy", "group": _label(group), "dataset": group[1],
                "setting": _setting(pattern, ratio), "method": METHOD_LABELS.get(method, method),
                "source": "measured", "n": len(rs),
                "seeds": " ".join(str(s) for s in sorted(r["seed"] for r in rs)),
-               "note": "runs differ in " + ", ".join(mixed) if mixed else ""}
+               "note": "; ".join(notes)}
         rows.append(_put(row, "accuracy",
                          [r["summary"]["test_accuracy"]["model1"] for r in rs], 100.0))
+        # Final epoch, mean of both networks (Standard: network 1); older summaries lack it.
+        _put(row, "accuracy_both", [_mean_of_nets(r["summary"]["test_accuracy"]) for r in rs],
+             100.0)
     for label in dict.fromkeys(r["group"] for r in rows if r["dataset"] == "cifar10"):
         found = {r["setting"] for r in rows if r["group"] == label}
         for name, values in PAPER_CIFAR10.items():
@@ -238,6 +245,15 @@ def table_accuracy(runs):
                       "note": "arXiv:1905.05040, Table 1"}
                      for setting, (m, s) in zip(PAPER_SETTINGS, values) if setting in found]
     return rows
+
+
+def _mean_of_nets(acc):
+    """Final-epoch test accuracy averaged over the run's networks (summary ``mean``, else
+    recomputed from ``model1`` / ``model2``)."""
+    if acc.get("mean") is not None:
+        return acc["mean"]
+    nets = [acc[k] for k in ("model1", "model2") if acc.get(k) is not None]
+    return sum(nets) / len(nets) if nets else None
 
 
 def table_selection(runs):
@@ -336,12 +352,12 @@ def _fmt(row, name, digits=3):
     return text + (f" (n={row[f'{name}_n']})" if f"{name}_n" in row else "")
 
 
-def _accuracy_cell(r):
+def _accuracy_cell(r, name="accuracy"):
     if r is None:
         return "—"
     if r["source"] == "paper":
         return _fmt(r, "accuracy", 2)
-    return _fmt(r, "accuracy", 2) + f" (n={r['n']})" + (" †" if r["note"] else "")
+    return _fmt(r, name, 2) + f" (n={r['n']})" + (" †" if r["note"] else "")
 
 
 def _markdown_table(header, body):
@@ -370,6 +386,10 @@ def format_markdown(tables):
         cell = {(r["method"], r["setting"]): r for r in rows}
         body = [[m] + [_accuracy_cell(cell.get((m, s))) for s in settings] for m in methods]
         out += [f"\n### {label}\n", _markdown_table(["method"] + settings, body)]
+        both = [[m] + [_accuracy_cell(cell.get((m, s)), "accuracy_both") for s in settings]
+                for m in methods]
+        out += ["\nMean of both networks (final epoch; Standard: its one network):\n",
+                _markdown_table(["method"] + settings, both)]
         out += [f"\n† {r['method']}, {r['setting']}: {r['note']}." for r in rows
                 if r["source"] == "measured" and r["note"]]
         if rows[0]["dataset"] != "cifar10":

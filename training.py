@@ -15,6 +15,15 @@ import metrics
 import utils
 from data import make_train_dataset
 
+# The authors passed epsilon=1e-8 to every Adam (INCV.py, INCV_main.py, Verify_Theory.py), the
+# Keras 2 default; Keras 3's default is 1e-7.
+ADAM_EPSILON = 1e-8
+
+
+def adam(lr):
+    """Adam with learning rate ``lr`` and the authors' epsilon (:data:`ADAM_EPSILON`)."""
+    return keras.optimizers.Adam(learning_rate=lr, epsilon=ADAM_EPSILON)
+
 
 class PiecewiseLR:
     """lr(epoch) = base * factor_k for the last boundary_k with epoch > boundary_k.
@@ -123,7 +132,9 @@ class HeldOutMonitor(keras.callbacks.Callback):
 
     With ``keep_best`` it also keeps (in memory) the weights of the epoch with the best
     held-out noisy accuracy and restores them when training ends (the authors'
-    ModelCheckpoint on val accuracy, which on Keras >= 2.3 silently never fired).
+    ModelCheckpoint on val accuracy, which on Keras >= 2.3 silently never fired), together
+    with the optimizer's state of that epoch, as their ``load_model`` restored it (which
+    matters only when the next run carries the state over: ``--incv_optimizer carry``).
     """
 
     def __init__(self, x, y_noisy, y_true=None, *, batch_size=1024, keep_best=False):
@@ -147,10 +158,15 @@ class HeldOutMonitor(keras.callbacks.Callback):
         if self.keep_best and acc > self.best:
             self.best, self.best_epoch = acc, epoch
             self.best_weights = self.model.get_weights()
+            self.best_optimizer = [keras.ops.convert_to_numpy(v)
+                                   for v in self.model.optimizer.variables]
 
     def on_train_end(self, logs=None):
         if self.keep_best and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+            for v, value in zip(self.model.optimizer.variables, self.best_optimizer):
+                if "learning_rate" not in v.path:  # the schedule sets it every epoch
+                    v.assign(value)
 
 
 class JsonlLogger(keras.callbacks.Callback):
@@ -254,7 +270,7 @@ def compile_classifier(model, *, lr=1e-3, steps_per_execution=1, jit_compile="au
     (less Python per step; callbacks then see logs every that many batches).
     ``jit_compile``: Keras' "auto" leaves XLA off on a CPU (it is ~2x slower there).
     """
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
+    model.compile(optimizer=adam(lr),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                   steps_per_execution=steps_per_execution, jit_compile=jit_compile)
     return model
@@ -273,7 +289,7 @@ def build_classifier(args, data, strategy):
 def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
                       epochs, batch_size, schedule, augment="none", seed=0, keep_best=False,
                       y_held_true=None, log_path=None, log_extra=None, verbose=1,
-                      printer=None, callbacks=()):
+                      printer=None, callbacks=(), reset_optimizer_state=True):
     """Train on one part from ``initial_weights``, then predict the held-out part.
 
     The routine behind noisy cross-validation (noisy_cv.py) and every INCV training run.
@@ -294,6 +310,10 @@ def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
         Restore the epoch with the best held-out noisy accuracy (INCV's checkpoint rule).
     y_held_true : (m,) int, optional
         True labels, for tracking accuracy on clean / noisy held-out samples only.
+    reset_optimizer_state : bool
+        Zero the optimizer's state first (default). False starts from the state the
+        optimizer holds: after an earlier call, that of its final (or, with ``keep_best``, its
+        best) epoch, as the authors' INCV runs did after ``load_model``.
 
     Returns
     -------
@@ -303,7 +323,8 @@ def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
         ``history`` (per-epoch logs), ``best_epoch`` (1-based, or None).
     """
     model.set_weights(initial_weights)
-    reset_optimizer(model.optimizer)
+    if reset_optimizer_state:
+        reset_optimizer(model.optimizer)
     monitor = HeldOutMonitor(x_held, y_held, y_held_true, keep_best=keep_best)
     cbs = [keras.callbacks.LearningRateScheduler(schedule), monitor,
            JsonlLogger(log_path, extra=log_extra, printer=printer),

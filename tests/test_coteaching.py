@@ -297,3 +297,127 @@ def test_smoke_fit_with_dataset_and_validation():
     np.testing.assert_allclose(
         model.predict(x_test, verbose=0), _np_probs(model.net1, x_test), atol=1e-5
     )
+
+
+# --------------------------------------------------------------------------- #
+# selection="authors": the authors' predict() then train_on_batch(peer's picks) #
+# --------------------------------------------------------------------------- #
+BN_MOMENTUM = 0.5
+
+
+def _bn_net(rng):
+    """Input(4) -> Dense(3, no bias) -> BatchNorm -> Dense(N_CLS, softmax), with moving
+    statistics far from any batch's, so inference-mode and training-mode losses differ."""
+    inp = keras.Input(shape=(N_IN,), name="image")
+    h = keras.layers.Dense(3, use_bias=False, name="d1")(inp)
+    h = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="bn")(h)
+    out = keras.layers.Dense(N_CLS, activation="softmax", name="d2")(h)
+    net = keras.Model(inp, out)
+    net.get_layer("d1").set_weights([rng.normal(0, 1.0, (N_IN, 3)).astype("float32")])
+    net.get_layer("bn").set_weights([rng.uniform(0.5, 2.0, 3).astype("float32"),
+                                     rng.normal(0, 0.5, 3).astype("float32"),
+                                     rng.normal(0, 2.0, 3).astype("float32"),
+                                     rng.uniform(0.1, 4.0, 3).astype("float32")])
+    net.get_layer("d2").set_weights([rng.normal(0, 1.5, (3, N_CLS)).astype("float32"),
+                                     rng.normal(0, 0.5, N_CLS).astype("float32")])
+    return net
+
+
+def _reference_step(net, x, y, picks):
+    """The authors' update of one network: a copy compiled as theirs (plain SGD here, sparse
+    cross-entropy) and ``train_on_batch`` on the picked samples only."""
+    ref = keras.models.clone_model(net)
+    ref.set_weights(net.get_weights())
+    ref.compile(optimizer=keras.optimizers.SGD(LR), loss="sparse_categorical_crossentropy")
+    ref.train_on_batch(x[picks], y[picks])
+    return ref.get_weights()
+
+
+def _np_inference_logp(net, x):
+    """Log-probabilities of the network in inference mode (BN moving statistics)."""
+    (k1,), (gamma, beta, mean, var), (k2, c2) = (
+        [np.asarray(v, np.float64) for v in net.get_layer(n).get_weights()]
+        for n in ("d1", "bn", "d2"))
+    h = (x @ k1 - mean) / np.sqrt(var + 1e-3) * gamma + beta
+    z = h @ k2 + c2
+    z -= z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def _np_inference_ce(net, x, y):
+    return -_np_inference_logp(net, x)[np.arange(len(y)), y]
+
+
+def _authors_setup(b, keep):
+    """A seed whose inference-mode picks differ between the nets and from the fused picks."""
+    for seed in range(50):
+        keras.utils.set_random_seed(seed)
+        rng = np.random.RandomState(seed)
+        nets = _bn_net(rng), _bn_net(rng)
+        x, y, from_s, clean = _batch(seed, b)
+        inf = [_np_picks(_np_inference_ce(n, x, y), keep) for n in nets]
+        weights = [n.get_weights() for n in nets]  # a training-mode call moves the BN averages
+        train = [_np_picks(keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(
+            y, n(x, training=True))), keep) for n in nets]
+        for n, w in zip(nets, weights):
+            n.set_weights(w)
+        if set(inf[0]) != set(inf[1]) and all(set(i) != set(t) for i, t in zip(inf, train)):
+            return nets, (x, y, from_s, clean), inf
+    raise AssertionError("no seed gave inference-mode picks that differ")
+
+
+def test_authors_selection_matches_predict_then_train_on_batch():
+    b, r = 10, 0.4
+    keep = round(b * (1 - r))  # 6
+    nets, (x, y, from_s, clean), (pick1, pick2) = _authors_setup(b, keep)
+    expected1 = _reference_step(nets[0], x, y, pick2)
+    expected2 = _reference_step(nets[1], x, y, pick1)
+    correct = [_np_inference_logp(n, x).argmax(1) == y for n in nets]
+    # Moving statistics by hand: EMA of the batch statistics of the peer's picks only.
+    moving = []
+    for net, picks in ((nets[0], pick2), (nets[1], pick1)):
+        h = x[picks].astype(np.float64) @ np.asarray(net.get_layer("d1").get_weights()[0])
+        _, _, mean, var = (np.asarray(v, np.float64) for v in net.get_layer("bn").get_weights())
+        moving.append((BN_MOMENTUM * mean + (1 - BN_MOMENTUM) * h.mean(0),
+                       BN_MOMENTUM * var + (1 - BN_MOMENTUM) * h.var(0)))
+
+    model = CoTeaching(*nets, selection="authors")
+    model.compile(keras.optimizers.SGD(LR), keras.optimizers.SGD(LR))
+    model.forget_rate.assign(r)
+    logs = model.train_on_batch(_inputs(x, from_s, clean), y, return_dict=True)
+
+    for net, expected, (mean, var) in zip(nets, (expected1, expected2), moving):
+        for got, want in zip(net.get_weights(), expected):
+            np.testing.assert_allclose(got, want, atol=2e-6)
+        _, _, got_mean, got_var = net.get_layer("bn").get_weights()
+        np.testing.assert_allclose(got_mean, mean, atol=2e-6)
+        np.testing.assert_allclose(got_var, var, atol=2e-6)
+    assert logs["keep"] == pytest.approx(keep)
+    assert logs["kept_clean1"] == pytest.approx(clean[pick1].mean(), rel=1e-6)
+    assert logs["kept_clean2"] == pytest.approx(clean[pick2].mean(), rel=1e-6)
+    # Training accuracy: from the inference-mode pass with the weights before the step.
+    assert logs["acc1"] == pytest.approx(correct[0].mean())
+    assert logs["acc2"] == pytest.approx(correct[1].mean())
+
+
+def test_authors_and_fused_selection_differ_on_the_same_step():
+    b, r = 10, 0.4
+    keep = round(b * (1 - r))
+    nets, (x, y, from_s, clean), _ = _authors_setup(b, keep)
+    weights = [n.get_weights() for n in nets]
+    after = {}
+    for selection in ("fused", "authors"):
+        for n, w in zip(nets, weights):
+            n.set_weights(w)
+        model = CoTeaching(*nets, selection=selection)
+        model.compile(keras.optimizers.SGD(LR), keras.optimizers.SGD(LR))
+        model.forget_rate.assign(r)
+        model.train_on_batch(_inputs(x, from_s, clean), y)
+        after[selection] = nets[0].get_weights()
+    assert max(np.abs(a - f).max() for a, f in zip(after["authors"], after["fused"])) > 1e-4
+
+
+def test_selection_must_be_known():
+    rng = np.random.RandomState(0)
+    with pytest.raises(ValueError, match="selection"):
+        CoTeaching(_net(rng), _net(rng), selection="predict")

@@ -278,7 +278,7 @@ def test_run_one_passes_e_s_and_warmup_from_the_estimate(tmp_path, monkeypatch, 
     assert s["forget_rate"] == k["forget_rate"] and s["warmup_epochs"] == warmup
     assert np.array_equal(a[3], np.flatnonzero(selected)) and np.array_equal(
         a[4], np.flatnonzero(candidate))
-    assert s["test_accuracy"] == {"model1": 0.5, "model2": 0.25, "best": 0.5}
+    assert s["test_accuracy"] == {"model1": 0.5, "model2": 0.25, "mean": 0.375}
     # INCV's training runs: drops after 20, 30, 40 of the paper's 50 epochs.
     (incv_lr,) = _RecordingLR.made
     assert incv_lr[3:] == (50, 50)
@@ -367,6 +367,8 @@ def test_held_out_monitor_keeps_the_first_of_equal_bests():
     # Constant predictors (zero kernel, one-hot bias): accuracy = share of that label.
     y = np.array([0] * 5 + [1] * 8 + [2] * 8 + [3] * 3)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation="softmax")])
+    training.compile_classifier(model)  # the monitor keeps the best epoch's optimizer too
+    model.optimizer.build(model.trainable_variables)
     monitor = training.HeldOutMonitor(np.zeros((len(y), 2), "float32"), y, keep_best=True)
     monitor.set_model(model)
     for epoch, cls in enumerate([0, 1, 2, 3]):  # accuracies 5/24, 8/24, 8/24 (tie), 3/24

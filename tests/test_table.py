@@ -50,7 +50,9 @@ def _train_run(root, pattern, ratio, method, seed, acc, *, incv_only=False, arch
                       "removed": 10, "keep_best": i < 3, "label_precision": 0.9 + 0.01 * seed,
                       "label_recall": 0.5 + 0.1 * i} for i in (1, 2)]
     if not incv_only:
-        s["test_accuracy"] = {"model1": acc, "model2": acc - 0.05, "best": acc + 0.01}
+        two = method != "standard"
+        s["test_accuracy"] = {"model1": acc, "model2": acc - 0.05 if two else None,
+                              "mean": acc - 0.025 if two else acc}
     _write(out, "summary.json", s)
     return out
 
@@ -116,6 +118,8 @@ def test_accuracy_means_stds_counts(results):
         assert r["n"] == len(vals)
         assert r["accuracy_mean"] == pytest.approx(np.mean(vals))
         assert r["accuracy_std"] == pytest.approx(np.std(vals, ddof=1))
+        both = [v - (2.5 if method != "standard" else 0.0) for v in vals]
+        assert r["accuracy_both_mean"] == pytest.approx(np.mean(both))
         assert r["group"] == "cifar10 / resnet32 / 200 epochs / n_train 50000"
     incv = _row(measured, setting="sym 0.5", method="INCV + Co-teaching")
     assert incv["n"] == 2 and incv["seeds"] == "0 1"  # the partial seed 2 is not averaged in
@@ -303,3 +307,20 @@ def test_command_line(results, tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode != 0 and bad in done.stderr and "does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_mean_of_both_networks_and_provenance_marks(tmp_path):
+    root = str(tmp_path)
+    out = _train_run(root, "sym", 0.5, "coteaching", 0, 0.6)
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    del summary["test_accuracy"]["mean"]  # an older summary: recomputed from both networks
+    summary["data_provenance"] = {"official": False, "files": {"test_batch": "0" * 32}}
+    _write(out, "summary.json", summary)
+    tables = table.build_tables(table.collect_runs([root]))
+    r = _row(tables["accuracy"], source="measured")
+    assert r["accuracy_mean"] == pytest.approx(60.0)
+    assert r["accuracy_both_mean"] == pytest.approx(57.5)
+    assert "not the official CIFAR files" in r["note"]
+    md = table.format_markdown(tables)
+    assert "| Co-teaching | 57.50 (n=1) † |" in md and "Mean of both networks" in md
+    assert "not the official CIFAR files" in md

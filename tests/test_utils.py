@@ -206,3 +206,64 @@ def test_checkpoint_round_trip(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(saved, fresh.get_weights()))
     assert all(np.array_equal(a, keras.ops.convert_to_numpy(b))
                for a, b in zip(slots, fresh.optimizer.variables))
+
+
+def test_adam_epsilon_is_the_authors():
+    # The authors passed epsilon=1e-8 to every Adam; Keras 3's default is 1e-7.
+    assert training.ADAM_EPSILON == 1e-8
+    assert training.adam(1e-3).epsilon == 1e-8
+    assert tiny_classifier().optimizer.epsilon == 1e-8
+
+
+def _adam_state(opt):
+    return [keras.ops.convert_to_numpy(v).copy() for v in opt.variables
+            if "learning_rate" not in v.path]
+
+
+def test_train_and_predict_keeps_best_epochs_optimizer_and_can_carry_it():
+    m = tiny_classifier()
+    m.layers[-1].set_weights([np.zeros((3, 2), "float32"), np.array([5.0, 0.0], "float32")])
+    initial = m.get_weights()
+    rng = np.random.default_rng(0)
+    x, x_held = rng.random((16, 3)), rng.random((8, 3))
+    y, y_held = np.zeros(16, int), np.zeros(8, int)  # held-out accuracy 1 from epoch 1 on
+    first_epoch = []
+    probe = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: first_epoch.append(
+        _adam_state(m.optimizer)) if e == 0 else None)
+    kw = dict(batch_size=8, schedule=lambda e, lr=None: 1e-2, verbose=0)
+    _, info = training.train_and_predict(m, initial, x, y, x_held, y_held, epochs=3,
+                                         keep_best=True, callbacks=[probe], **kw)
+    # The best epoch (the first of equal ones) comes back with its Adam state, as the
+    # authors' load_model restored it: 2 steps, not the 6 the run made.
+    assert info["best_epoch"] == 1 and int(m.optimizer.iterations.numpy()) == 2
+    assert all(np.array_equal(a, b) for a, b in zip(first_epoch[0], _adam_state(m.optimizer)))
+    # carry: the next run starts from that state (weights reset only) ...
+    training.train_and_predict(m, initial, x, y, x_held, y_held, epochs=1,
+                               reset_optimizer_state=False, **kw)
+    assert int(m.optimizer.iterations.numpy()) == 4
+    # ... fresh (the default): from a zeroed Adam.
+    training.train_and_predict(m, initial, x, y, x_held, y_held, epochs=1, **kw)
+    assert int(m.optimizer.iterations.numpy()) == 2
+
+
+def test_provenance_tells_official_files_from_other_copies(tmp_path, monkeypatch):
+    import hashlib
+
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    folder = str(tmp_path / "cifar-10-batches-py")
+    write_cifar(folder, names, b"labels", 4, 10)
+    d = data.load_dataset("cifar10", data_dir=str(tmp_path), download=False)
+    md5 = {n: hashlib.md5(open(os.path.join(folder, n), "rb").read()).hexdigest()
+           for n in names}
+    assert d.provenance == {"official": False, "files": md5}
+    assert "NOT the official" in data.describe_provenance(d.provenance)
+    # The same files counted as official when their md5s are the listed ones.
+    monkeypatch.setitem(data.OFFICIAL_MD5, "cifar10", dict(md5))
+    assert data.data_provenance("cifar10", folder)["official"] is True
+    # Hashed once per process: a cached digest is reused while the file is unchanged.
+    path = os.path.join(folder, "test_batch")
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    monkeypatch.setitem(data._MD5_CACHE, key, "cached")
+    assert data.file_md5(path) == "cached"
+    assert data.load_dataset("digits").provenance is None

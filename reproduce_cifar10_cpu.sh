@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The paper's three findings on CIFAR-10 at CPU scale (2 cores), one resumable command.
+#
+#   ./reproduce_cifar10_cpu.sh [all|theory|scaling|incv|table1|selection]   (default: all)
+#
+# Each part is sized for at most ~3 hours on 2 CPU cores (see the README section "CIFAR-10 at
+# CPU scale" for the measured seconds per epoch and the expected wall time of each part).
+# Re-running continues where it stopped: noisy_cv.py skips finished points (--skip_existing),
+# incv_train.py also continues an unfinished run from its last epoch / INCV iteration
+# (--resume). Results go to $OUT (default results/cifar10-cpu); then
+#   python table.py results/cifar10-cpu
+# prints the tables.
+#
+# Environment: PYTHON (default .venv/bin/python, else python3), DATA_DIR (the folder holding
+# cifar-10-batches-py; default data), OUT. A run on a copy that is not the official archive
+# (md5 check) says so in its output, config.json and summary.json.
+set -euo pipefail
+cd "$(dirname "$0")"
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+DATA_DIR=${DATA_DIR:-data}
+OUT=${OUT:-results/cifar10-cpu}
+PART=${1:-all}
+case "$PART" in all|theory|scaling|incv|table1|selection) ;; *)
+    echo "error: unknown part '$PART': choose all, theory, scaling, incv, table1 or selection" >&2
+    exit 2;;
+esac
+
+# The scale (see the README, "CIFAR-10 at CPU scale", for the measurements behind it):
+# ResNet-20 (the paper: ResNet-110 for the theory, ResNet-32 for INCV / Co-teaching) on a
+# seeded stratified subset of 5,000 training images.
+ARCH=resnet20
+N_TRAIN=5000
+THEORY_EPOCHS=60        # Fig. 1-2: one network per point, trained on half of N_TRAIN
+THEORY_AUGMENT=none     # the theory's regime needs a network that fits the noisy labels
+INCV_EPOCHS=30          # Fig. 3 and Table 1: each INCV training run
+EPOCHS=60               # Table 1: Co-teaching / standard epochs
+COMMON=(--dataset cifar10 --data_dir "$DATA_DIR" --no_download --arch "$ARCH" --verbose 2)
+
+run() { echo "+ $*"; "$@"; }
+
+if [[ $PART == all || $PART == theory ]]; then
+    # Fig. 1-2: held-out accuracy, LP, LR vs. the closed forms, both patterns.
+    run "$PYTHON" noisy_cv.py "${COMMON[@]}" --n_train "$N_TRAIN" --epochs "$THEORY_EPOCHS" \
+        --augment "$THEORY_AUGMENT" --noise_pattern sym asym --noisy_ratio 0.2 0.4 0.5 0.6 0.8 \
+        --results_dir "$OUT/theory" --skip_existing
+fi
+
+if [[ $PART == all || $PART == scaling ]]; then
+    # Scaling: the gap to the theory as the training set grows (sym 0.5).
+    for n in 2000 10000; do
+        run "$PYTHON" noisy_cv.py "${COMMON[@]}" --n_train "$n" --epochs "$THEORY_EPOCHS" \
+            --augment "$THEORY_AUGMENT" --noise_pattern sym --noisy_ratio 0.5 \
+            --results_dir "$OUT/theory-n$n" --skip_existing
+    done
+fi
+
+if [[ $PART == all || $PART == incv ]]; then
+    # Fig. 3: LP / LR of S per INCV iteration and the noise estimate (selection only).
+    for setting in "sym 0.5" "asym 0.4"; do
+        set -- $setting
+        run "$PYTHON" incv_train.py "${COMMON[@]}" --n_train "$N_TRAIN" \
+            --incv_epochs "$INCV_EPOCHS" --method incv --incv_only \
+            --noise_pattern "$1" --noisy_ratio "$2" --results_dir "$OUT/incv" \
+            --skip_existing --resume
+    done
+fi
+
+SELECTION_CSV="$OUT/incv/cifar10/sym/0.5/incv/seed0/cifar10_sym0.5_INCV_results.csv"
+if [[ $PART == all || $PART == table1 || $PART == selection ]] && [[ ! -f $SELECTION_CSV ]]; then
+    echo "error: $SELECTION_CSV is missing: run the incv part first" >&2
+    exit 2
+fi
+
+if [[ $PART == all || $PART == table1 ]]; then
+    # Table 1: INCV + Co-teaching (on the INCV part's selection) vs. Co-teaching vs. standard.
+    run "$PYTHON" incv_train.py "${COMMON[@]}" --n_train "$N_TRAIN" --epochs "$EPOCHS" \
+        --method incv --incv_results "$SELECTION_CSV" --noise_pattern sym --noisy_ratio 0.5 \
+        --results_dir "$OUT/table1" --skip_existing --resume
+    run "$PYTHON" incv_train.py "${COMMON[@]}" --n_train "$N_TRAIN" --epochs "$EPOCHS" \
+        --incv_epochs "$INCV_EPOCHS" --method coteaching standard --noise_pattern sym \
+        --noisy_ratio 0.5 --results_dir "$OUT/table1" --skip_existing --resume
+fi
+
+if [[ $PART == all || $PART == selection ]]; then
+    # The authors' Co-teaching selection vs. ours (fused) on the same selection and seed.
+    run "$PYTHON" incv_train.py "${COMMON[@]}" --n_train "$N_TRAIN" --epochs "$EPOCHS" \
+        --method incv --incv_results "$SELECTION_CSV" --selection authors \
+        --noise_pattern sym --noisy_ratio 0.5 --results_dir "$OUT/table1-authors" \
+        --skip_existing --resume
+fi
+
+echo "done: $PYTHON table.py $OUT"
