@@ -40,10 +40,13 @@ import devices
 import metrics
 import noise
 import plots
+import selection
 import utils
 from data import load_training_data, split_halves
 
-METHODS = ("incv", "coteaching", "standard")
+METHODS = ("incv", "cl", "ncv", "coteaching", "standard")
+# Selectors judged on one 2-fold round's out-of-sample probabilities (selection.py).
+ONE_ROUND_SELECTORS = ("cl", "ncv")
 # The paper's epochs, also coteaching.PAPER_EPOCHS and incv.PAPER_INCV_EPOCHS (which scale the
 # schedules; tests check they agree): literals here so that --help needs no TensorFlow.
 PAPER_EPOCHS, PAPER_INCV_EPOCHS = 200, 50
@@ -97,11 +100,36 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
             if st["iterations"]:
                 plots.plot_incv(st["iterations"], os.path.join(out, "incv.png"),
                           f"INCV on {data.name}, {pattern} {ratio:g}")
+        if st.get("oos_probs") is not None and np.isfinite(st["oos_probs"]).all():
+            summary["noise_estimates"] = selection.noise_estimates(
+                st["oos_probs"], y_noisy, num_classes=data.num_classes, y_true=data.y_train)
         sel = metrics.selection_metrics(data.y_train, y_noisy, st["selected"])
         summary.update(estimated_noise_ratio=st["eval_ratio"], incv=st["iterations"],
                        selection={**sel, "candidates": int(st["candidate"].sum())})
         s_idx, c_idx = np.flatnonzero(st["selected"]), np.flatnonzero(st["candidate"])
         e = st["eval_ratio"]
+        forget = noise.expected_noise_of_selected(e, pattern, data.num_classes)
+        warmup = coteaching.epochs_scaled(80 if (pattern == "asym" or e > 0.6) else 40, args)
+        summary.update(expected_noise_of_selected=forget, warmup_epochs=warmup)
+        if args.incv_only:
+            summary["seconds"] = round(time.time() - t0, 1)
+            return summary
+    elif method in ONE_ROUND_SELECTORS:
+        probs, source = out_of_sample_probs(args, data, y_noisy, seed=seed, out=out,
+                                            printer=printer)
+        st = selection.SELECTORS[method](probs, y_noisy, num_classes=data.num_classes)
+        write_selection(out, data, y_noisy, st, probs, method=method, pattern=pattern,
+                        ratio=ratio)
+        sel = metrics.selection_metrics(data.y_train, y_noisy, st["selected"])
+        summary.update(estimated_noise_ratio=st["eval_ratio"], probabilities_from=source,
+                       selection={**sel, "candidates": int(st["candidate"].sum())},
+                       noise_estimates=selection.noise_estimates(
+                           probs, y_noisy, num_classes=data.num_classes, y_true=data.y_train))
+        printer(f"  {method}: |S| {sel['selected']}, |C| {int(st['candidate'].sum())}, LP "
+                f"{sel['label_precision']:.4f}, LR {sel['label_recall']:.4f}, estimated "
+                f"noise {st['eval_ratio']:.4f}")
+        s_idx, c_idx = np.flatnonzero(st["selected"]), np.flatnonzero(st["candidate"])
+        e = st["eval_ratio"]  # e_S and the warm-up from it exactly as INCV's (sec. 4)
         forget = noise.expected_noise_of_selected(e, pattern, data.num_classes)
         warmup = coteaching.epochs_scaled(80 if (pattern == "asym" or e > 0.6) else 40, args)
         summary.update(expected_noise_of_selected=forget, warmup_epochs=warmup)
@@ -139,6 +167,58 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
     return summary
 
 
+# The flags that make two runs' first INCV iteration the same computation.
+_OOS_FLAGS = ("dataset", "data_dir", "n_train", "arch", "incv_epochs", "lr", "batch_size",
+              "augment")
+
+
+def out_of_sample_probs(args, data, y_noisy, *, seed, out, printer):
+    """One 2-fold round's out-of-sample probabilities for ``--method cl`` / ``ncv``.
+
+    INCV's first iteration is that round (same halves, same initial weights, same
+    training): when the INCV run of the same setting and seed is finished with the same
+    training flags and labels, its ``probabilities.npz`` is reused, so the selectors judge
+    the very same predictions; otherwise the round is trained here. Returns (probs,
+    where they came from).
+    """
+    import incv
+
+    seed_dir = os.path.basename(out)
+    sibling = os.path.join(os.path.dirname(os.path.dirname(out)), "incv", seed_dir)
+    npz, cfg = os.path.join(sibling, "probabilities.npz"), os.path.join(sibling, "config.json")
+    if os.path.isfile(npz) and os.path.isfile(os.path.join(sibling, "summary.json")) \
+            and os.path.isfile(cfg):
+        theirs = utils.read_json(cfg).get("args", {})
+        if all(theirs.get(k) == getattr(args, k) for k in _OOS_FLAGS):
+            with np.load(npz) as f:
+                if (np.array_equal(f["y_noisy"], y_noisy)
+                        and np.array_equal(f["train_index"], data.train_index)
+                        and np.isfinite(f["probs"]).all()):
+                    printer(f"  out-of-sample probabilities: INCV's first iteration, {npz}")
+                    return f["probs"], npz
+    train_fn = incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out,
+                                       printer=printer)
+    probs = selection.cross_validation_probs(train_fn, len(y_noisy), data.num_classes,
+                                             seed=seed)
+    return probs, "trained: one 2-fold round (INCV's first iteration)"
+
+
+def write_selection(out, data, y_noisy, st, probs, *, method, pattern, ratio):
+    """The files INCV writes, for a one-round selector: the authors' CSV columns,
+    cleaned_set.csv (held-out loss from ``probs``) and probabilities.npz."""
+    import incv
+
+    incv.write_incv_csv(os.path.join(out, f"{data.name}_{pattern}{ratio:g}_"
+                                          f"{method.upper()}_results.csv"),
+                        data.y_train, y_noisy, st)
+    incv.write_cleaned_set(os.path.join(out, "cleaned_set.csv"), index=data.train_index,
+                           given_label=y_noisy, selected=st["selected"],
+                           candidate=st["candidate"],
+                           heldout_loss=metrics.cross_entropy(probs, y_noisy))
+    utils.save_npz(os.path.join(out, "probabilities.npz"), train_index=data.train_index,
+                   y_noisy=y_noisy, probs=probs)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -147,8 +227,10 @@ def parse_args(argv=None):
                                       "ResNet-32)",
                             batch_help="batch size (of the S part in Co-teaching)")
     p.add_argument("--method", type=str, nargs="+", default=["incv"], choices=METHODS,
-                   help="incv = INCV + modified Co-teaching; coteaching = Han et al. 2018 on "
-                        "the whole noisy set; standard = cross-entropy training")
+                   help="incv = INCV + modified Co-teaching; cl = confident learning's selection "
+                        "(cleanlab) + the same Co-teaching; ncv = the plain noisy cross-"
+                        "validation rule (prediction == label) + the same; coteaching = Han "
+                        "et al. 2018 on the whole noisy set; standard = cross-entropy training")
     p.add_argument("--epochs", type=int, default=PAPER_EPOCHS,
                    help="Co-teaching / standard epochs (lr drops, warm-up and Tk scale with it)")
     p.add_argument("--incv_epochs", type=int, default=PAPER_INCV_EPOCHS,
