@@ -18,6 +18,12 @@ Small on a CPU::
         --method incv coteaching standard
     python incv_train.py --dataset cifar10 --n_train 5000 --incv_epochs 3 --epochs 5
 
+INCV beside confident learning (cleanlab) and the plain noisy-CV rule, on the same
+out-of-sample predictions (INCV's first iteration), each followed by the same Co-teaching::
+
+    python incv_train.py --dataset digits --arch cnn --incv_epochs 10 --epochs 30 \
+        --method incv cl ncv
+
 Just clean a dataset (selection only), or reuse a selection::
 
     python incv_train.py --dataset cifar10 --incv_only

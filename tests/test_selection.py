@@ -229,3 +229,49 @@ def test_cl_trains_its_own_round_without_an_incv_run(tmp_path):
     assert probs.shape == (300, 10) and np.isfinite(probs).all()
     log = [json.loads(line) for line in open(os.path.join(out, "incv_log.jsonl"))]
     assert {r["run"] for r in log} == {"cross-validation-half1", "cross-validation-half2"}
+
+
+def test_table_lines_up_the_selectors_and_estimators(selectors_run):
+    import table
+
+    results, summaries = selectors_run
+    tables = table.build_tables(table.collect_runs([results]))
+    sel = {r["method"]: r for r in tables["selectors"]}
+    assert set(sel) == {"INCV", "confident learning", "noisy CV rule"}
+    for method, label in table.SELECTOR_LABELS.items():
+        s = summaries[method]["selection"]
+        assert sel[label]["selected_mean"] == s["selected"]
+        assert sel[label]["label_precision_mean"] == pytest.approx(s["label_precision"])
+    (est,) = tables["noise_estimates"]
+    assert est["n"] == 1  # one seed: incv, cl and ncv share its probabilities
+    assert est["paper_mean"] == pytest.approx(summaries["ncv"]["estimated_noise_ratio"])
+    assert est["confident_learning_mean"] == pytest.approx(
+        summaries["cl"]["estimated_noise_ratio"])
+    assert est["incv_mean"] == pytest.approx(summaries["incv"]["estimated_noise_ratio"])
+    assert est["actual_mean"] == pytest.approx(summaries["incv"]["actual_noise_ratio"])
+    md = table.format_markdown(tables)
+    assert "## Selectors: INCV vs. confident learning" in md
+    assert "## Noise-ratio estimates" in md
+    assert "Confident learning + Co-teaching" in md  # the accuracy table has its row
+
+
+def test_noisy_cv_two_folds_end_to_end(tmp_path):
+    import noisy_cv
+
+    (s,) = noisy_cv.main(noisy_cv.parse_args(
+        ["--dataset", "digits", "--arch", "cnn", "--epochs", "1", "--n_train", "200",
+         "--folds", "2", "--noise_pattern", "asym", "--noise_ratio", "0.4",
+         "--results_dir", str(tmp_path), "--verbose", "0"]))
+    out = os.path.join(str(tmp_path), "digits", "asym", "0.4", "seed0")
+    pred = np.load(os.path.join(out, "predictions.npz"))
+    lab = np.load(os.path.join(out, "labels.npz"))
+    assert pred["oos_probs"].shape == (200, 10) and np.isfinite(pred["oos_probs"]).all()
+    np.testing.assert_array_equal(pred["oos_probs"][lab["idx_held"]], pred["held_out_probs"])
+    assert s["n_held_out"] == 200 and s["folds"] == 2
+    hit = pred["oos_probs"].argmax(1) == lab["y_noisy"]
+    assert s["noisy_accuracy"] == pytest.approx(hit.mean())  # measured on all 200
+    for k in ("paper", "confident_learning", "confusion_to_T_fro", "cl_noise_matrix_to_T_fro"):
+        assert k in s["noise_estimates"]
+    assert os.path.isfile(os.path.join(out, "noise_matrices.png"))
+    folds = {json.loads(line)["fold"] for line in open(os.path.join(out, "log.jsonl"))}
+    assert folds == {1, 2}
