@@ -309,7 +309,7 @@ def format_comparison(tables):
         def text(r):
             if r is None:
                 return "—"
-            return (f"\\|S\\| {_fmt(r, 'selected', 0)}, LP {_fmt(r, 'label_precision')}, "
+            return (f"|S| {_fmt(r, 'selected', 0)}, LP {_fmt(r, 'label_precision')}, "
                     f"LR {_fmt(r, 'label_recall')} (n={r['n']})")
         out += [f"\n### {label}\n", _markdown_table(
             ["selector"] + settings, [[m] + [text(cell.get((m, s))) for s in settings]
