@@ -142,13 +142,15 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
         title=f"{data.name} {args.arch}, {pattern} e={ratio:g}, seed {seed}: held-out "
               f"acc {summary['noisy_accuracy']:.3f} (theory {summary['theory']['accuracy']:.3f})")
     est = summary["noise_estimates"]
+    cl = est["cl_noise_matrix"]
     plots.plot_noise_matrices(
-        [("empirical T", est["empirical_T"]), ("held-out confusion M", est["confusion"]),
-         ("confident learning P(noisy | true)", est["cl_noise_matrix"])],
+        [("empirical T", est["empirical_T"]), ("held-out confusion M", est["confusion"])]
+        + ([("confident learning P(noisy | true)", cl)] if cl is not None else []),
         os.path.join(out, "noise_matrices.png"),
         title=f"{data.name} {args.arch}, {pattern} e={ratio:g}, seed {seed}: noise "
-              f"{est['actual']:.3f}, paper's estimate {est['paper']:.3f}, confident "
-              f"learning's {est['confident_learning']:.3f}")
+              f"{est['actual']:.3f}, paper's estimate {est['paper']:.3f}"
+              + (f", confident learning's {est['confident_learning']:.3f}"
+                 if cl is not None else ""))
     utils.write_json(os.path.join(out, "summary.json"), summary)  # last: marks the run done
     return summary
 

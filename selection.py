@@ -162,21 +162,30 @@ def noise_estimates(probs, y_noisy, *, num_classes, y_true=None):
         ``held_out_noisy_accuracy``; with ``y_true`` also ``actual`` (the noise ratio),
         ``empirical_T`` (c, c) P(noisy = j | true = i), ``confusion`` M (c, c)
         P(prediction = j | true = i), and the distances of M and of the CL matrix to the
-        empirical T (``*_to_T_mad``: mean absolute difference
-        over the c x c entries, ``*_fro``: Frobenius norm of the difference).
+        empirical T (``*_to_T_mad``: mean absolute difference over the c x c entries,
+        ``*_to_T_fro``: Frobenius norm of the difference; a NaN row of the CL matrix counts
+        as a difference of 1). Where cleanlab refuses the input (e.g. a single given
+        class) ``confident_learning`` and ``cl_noise_matrix`` are None and ``cl_error``
+        says why.
     """
     p, y = check_probs(probs, y_noisy, num_classes)
     hit = p.argmax(1) == y
-    rate, matrix = cl_noise_matrix(p, y, num_classes=num_classes)
     out = {"paper": noise.estimate_noise_ratio(float(hit.mean()), num_classes),
-           "held_out_noisy_accuracy": float(hit.mean()),
-           "confident_learning": rate, "cl_noise_matrix": matrix}
+           "held_out_noisy_accuracy": float(hit.mean())}
+    try:
+        rate, matrix = cl_noise_matrix(p, y, num_classes=num_classes)
+    except ValueError as err:  # e.g. a single given class: a report, not a reason to fail
+        rate, matrix = None, None
+        out["cl_error"] = str(err)
+    out.update(confident_learning=rate, cl_noise_matrix=matrix)
     if y_true is not None:
         yt = np.asarray(y_true)
         T = metrics.normalized_confusion(yt, y, num_classes)
         M = metrics.normalized_confusion(yt, p.argmax(1), num_classes)
         out.update(actual=noise.actual_noise_ratio(yt, y), empirical_T=T, confusion=M)
         for name, A in (("confusion", M), ("cl_noise_matrix", matrix)):
+            if A is None:
+                continue
             d = np.nan_to_num(np.asarray(A) - np.asarray(T), nan=1.0)
             out[f"{name}_to_T_mad"] = float(np.abs(d).mean())
             out[f"{name}_to_T_fro"] = float(np.linalg.norm(d))

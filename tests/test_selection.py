@@ -275,3 +275,14 @@ def test_noisy_cv_two_folds_end_to_end(tmp_path):
     assert os.path.isfile(os.path.join(out, "noise_matrices.png"))
     folds = {json.loads(line)["fold"] for line in open(os.path.join(out, "log.jsonl"))}
     assert folds == {1, 2}
+
+
+def test_noise_estimates_survive_what_cleanlab_refuses():
+    y = np.zeros(50, int)  # one given class: cleanlab raises, the report goes on
+    probs = np.full((50, C), 0.1)
+    est = selection.noise_estimates(probs, y, num_classes=C, y_true=y)
+    assert est["confident_learning"] is None and "2 classes" in est["cl_error"]
+    assert est["paper"] == 0.0 and "confusion_to_T_mad" in est
+    assert "cl_noise_matrix_to_T_mad" not in est
+    with pytest.raises(ValueError, match="2 classes"):
+        selection.select_cl(probs, y, num_classes=C)
