@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo clean
+.PHONY: setup test quick demo clean
 
 setup: $(STAMP)
 
@@ -15,6 +15,19 @@ $(STAMP): requirements.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The whole idea in under a minute of computing on 2 CPU cores, on scikit-learn's bundled
+# digits with 40% symmetric noise (the same noisy labels in both commands, from --seed 0):
+# noisy cross-validation's held-out accuracy, LP and LR beside the theory, then INCV's
+# selection (LP / LR of the selected set) and the cleaned_set.csv it writes.
+QUICK_DIR := results/quick-$(shell date +%Y%m%d-%H%M%S)
+quick: $(STAMP)
+	$(PY) noisy_cv.py --dataset digits --arch cnn --epochs 40 --noise_pattern sym \
+		--noisy_ratio 0.4 --results_dir $(QUICK_DIR) --verbose 0
+	$(PY) incv_train.py --dataset digits --arch cnn --incv_epochs 10 --incv_iterations 2 \
+		--noise_pattern sym --noisy_ratio 0.4 --incv_only --results_dir $(QUICK_DIR) \
+		--verbose 0
+	@echo "quick results in $(QUICK_DIR)"
 
 # A few minutes on 2 CPU cores, on scikit-learn's bundled digits; each call writes a new
 # results/demo-<time>/ so an earlier demo is never overwritten.

@@ -8,7 +8,6 @@ baselines, which share the same training loop.
 authors' schedule, per-epoch test accuracy, diagnostics and a resumable checkpoint.
 """
 
-import json
 import os
 
 import keras
@@ -25,7 +24,7 @@ PAPER_EPOCHS = 200          # Co-teaching / standard training
 # authors' loop, i.e. epoch > 79 in PiecewiseLR's terms).
 COT_BOUNDARIES, COT_FACTORS = (79, 119, 159, 179), (0.1, 0.01, 0.001, 0.0005)
 
-# Modified Co-teaching (Chen et al., ICML 2019, section 4 of PAPER.md) as one Keras model.
+# Modified Co-teaching (Chen et al., ICML 2019, arXiv:1905.05040 sec. 4) as one Keras model.
 #
 # :class:`CoTeaching` wraps two networks with softmax outputs and trains both in a single
 # compiled training step (TensorFlow backend: ``tf.GradientTape`` inside the ``tf.function``
@@ -389,9 +388,36 @@ class CoTeaching(keras.Model):
         return tf.add_n([tf.cast(v, tf.float32) for v in losses])
 
 
-def epochs_scaled(paper_value, args):
-    """An epoch count of the paper's 200-epoch schedule, scaled to --epochs."""
-    return int(round(paper_value * args.epochs / PAPER_EPOCHS))
+def warmup_epochs(pattern, eval_ratio, epochs):
+    """Last 0-based epoch of the modified Co-teaching's warm-up (S-only batches).
+
+    Section 4 (Algorithm 2) of arXiv:1905.05040 as the authors ran it: 40 of 200 epochs, or 80
+    for asymmetric noise or an estimated noise ratio ``eval_ratio`` above 0.6, scaled to
+    ``epochs`` (the run's --epochs).
+    """
+    paper = 80 if (pattern == "asym" or eval_ratio > 0.6) else 40
+    return int(round(paper * epochs / PAPER_EPOCHS))
+
+
+def c_batch_size(n_s, n_c, batch_size):
+    """Size of the C batch that joins each S batch after warm-up.
+
+    ``min(int(|C| * b / |S|), b // 2)`` (the authors' ``min(int(|C| * 128 / |S|), 64)``), so that
+    one pass over S also draws about one pass over C; 0 when S is empty.
+    """
+    if n_s == 0:
+        return 0
+    return min(int(n_c * batch_size / n_s), batch_size // 2)
+
+
+def forget_rate_at(epoch, *, forget_rate, tk, epochs):
+    """Co-teaching's forget rate at 0-based ``epoch``: ``forget_rate * min(1, epoch / Tk)``.
+
+    ``tk`` is Tk on the paper's 200-epoch scale (--tk, 10 in the paper); it scales with the
+    run's ``epochs`` as the lr drops do.
+    """
+    tk = max(1e-9, tk * epochs / PAPER_EPOCHS)
+    return forget_rate * min(1.0, epoch / tk)
 
 
 def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, warmup, out,
@@ -420,10 +446,9 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
             optimizers = [keras.optimizers.Adam(args.lr), keras.optimizers.Adam(args.lr)]
             model.compile(optimizer1=optimizers[0], optimizer2=optimizers[1])
     if not standard:
-        tk = max(1e-9, args.tk * args.epochs / PAPER_EPOCHS)
-
         def on_epoch(epoch):  # Co-teaching's gradual schedule, 0-based epoch as the authors
-            model.forget_rate.assign(forget_rate * min(1.0, epoch / tk))
+            model.forget_rate.assign(forget_rate_at(epoch, forget_rate=forget_rate, tk=args.tk,
+                                                    epochs=args.epochs))
 
     ckpt, log = os.path.join(out, "checkpoint.npz"), os.path.join(out, "log.jsonl")
     start = 0
@@ -431,7 +456,7 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
         start = training.restore_checkpoint(ckpt, model, optimizers)
         rows = [r for r in utils.read_jsonl(log) if r["epoch"] <= start]
         with utils.atomic_write(log) as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+            f.writelines(utils.jsonl_line(r) for r in rows)
         printer(f"  resuming after epoch {start}")
     elif os.path.exists(log):
         os.remove(log)
@@ -444,8 +469,13 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
                                clean[diag_idx], names=("model1", "model2")[:len(nets)]),
         _TestAccuracyNames(standard),
         training.JsonlLogger(log, printer=printer if args.verbose != 1 else None,
-                          optimizer=optimizers[0]),
+                          optimizer=optimizers[0], epochs=args.epochs),
+        training.StopOnNonFiniteLoss(f" (log: {log})"),
         training.EpochCheckpoint(ckpt, optimizers)]
+    # before JsonlLogger, which writes the logs these callbacks complete
+    at = next(i for i, c in enumerate(callbacks) if isinstance(c, training.JsonlLogger))
+    callbacks[at:at] = training.own_data_callbacks(nets, data,
+                                                   names=("model1", "model2")[:len(nets)])
     aug = resolve_augmentation(args.augment, data.name)
     test = (data.x_test, data.y_test)
     if standard:
@@ -454,8 +484,7 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
                                       seed=seed)
         phases = [(ds, args.epochs)]
     else:
-        c_batch = 0 if len(s_idx) == 0 else min(int(len(c_idx) * args.batch_size / len(s_idx)),
-                                                args.batch_size // 2)
+        c_batch = c_batch_size(len(s_idx), len(c_idx), args.batch_size)
         make = lambda cb: make_coteaching_dataset(  # noqa: E731
             data.x_train, y_noisy, clean, s_idx, c_idx, batch_size=args.batch_size,
             c_batch_size=cb, augment=aug, seed=seed)

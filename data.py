@@ -3,9 +3,12 @@ and fed to training (tf.data, with the authors' augmentation as Keras preprocess
 
 ``load_dataset("cifar10" | "cifar100" | "digits" | "path/to/file.npz")`` returns a
 :class:`Data` with float32 NHWC pixels in [0, 1] (the authors divided by 255) and int64
-labels. ``stratified_subset`` draws the seeded ``--n_train`` subset; ``split_halves`` the
-random halves of noisy cross-validation. ``make_train_dataset`` (one network) and
-``make_coteaching_dataset`` (S batches joined by C batches) build the training pipelines.
+labels; ``load_dataset("path/to/DIR")`` an image folder (:func:`load_image_folder`), and an
+.npz's ``y_train_noisy`` or a folder's ``--labels`` file the labels as given
+(``Data.y_train_noisy``). ``stratified_subset`` draws the seeded ``--n_train`` subset;
+``split_halves`` the random halves of noisy cross-validation. ``make_train_dataset`` (one
+network) and ``make_coteaching_dataset`` (S batches joined by C batches) build the training
+pipelines.
 
 Keras and TensorFlow are imported inside the functions that need them, so that the
 scripts can parse their flags (and print ``--help``) before TensorFlow loads.
@@ -37,10 +40,23 @@ class Data:
     y_test: np.ndarray
     num_classes: int
     train_index: np.ndarray = None
+    # Labels as given (a user's noisy labels: an npz's y_train_noisy, an image folder's
+    # --labels file), or None when the scripts draw synthetic noise. ``clean_known`` is False
+    # when no clean labels exist: then ``y_train`` holds the given labels too (so that
+    # subsets stratify on them) and nothing is measured against it.
+    y_train_noisy: np.ndarray = None
+    clean_known: bool = True
+    class_names: list = None    # an image folder's class folder names, index order
+    train_paths: np.ndarray = None  # an image folder's files, relative to DIR/train
 
     def __post_init__(self):
         if self.train_index is None:
             self.train_index = np.arange(len(self.y_train), dtype=np.int64)
+
+    @property
+    def y_clean(self):
+        """The clean training labels, or None when only the given (noisy) labels exist."""
+        return self.y_train if self.clean_known else None
 
     @property
     def input_shape(self):
@@ -48,7 +64,10 @@ class Data:
 
 
 def dataset_name(spec):
-    """The name used in result paths: the dataset name, or an .npz file's stem."""
+    """The name used in result paths: the dataset name, an .npz file's stem or an image
+    folder's name."""
+    if os.path.isdir(spec):
+        return os.path.basename(os.path.abspath(spec))
     return os.path.splitext(os.path.basename(spec))[0] if spec.endswith(".npz") else spec
 
 
@@ -116,20 +135,60 @@ def _load_digits():
 def _load_npz(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--dataset file '{path}' does not exist")
-    with np.load(path) as f:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}; an .npz dataset needs "
-                             "x_train, y_train, x_test, y_test")
-        arrays = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            files = set(getattr(f, "files", ()))
+            # y_train_noisy (labels as given) may stand in for the clean y_train.
+            have = files | ({"y_train"} if "y_train_noisy" in files else set())
+            missing = {"x_train", "y_train", "x_test", "y_test"} - have
+            if missing:
+                raise ValueError(f"{path}: missing arrays {sorted(missing)}; an .npz dataset "
+                                 "needs x_train, y_train (or y_train_noisy), x_test, y_test")
+            arrays = [f[k] if k in files else None
+                      for k in ("x_train", "y_train", "x_test", "y_test", "y_train_noisy")]
+    except Exception as err:  # empty, truncated or foreign files: zipfile, EOF, pickle errors
+        if isinstance(err, ValueError) and str(err).startswith(f"{path}:"):
+            raise
+        why = ("the file is empty" if os.path.getsize(path) == 0 else
+               "not a numpy .npz archive" if "pickled" in str(err) else
+               f"{type(err).__name__}: {err}")
+        raise ValueError(f"--dataset file '{path}' is not a readable .npz ({why}): write it "
+                         "with numpy.savez(path, x_train=..., y_train=..., x_test=..., "
+                         "y_test=...)") from None
     for k, x in (("x_train", arrays[0]), ("x_test", arrays[2])):
         if x.ndim not in (3, 4):
             raise ValueError(f"{path}: {k} must be (n, h, w) or (n, h, w, channels), "
                              f"got shape {x.shape}")
+        if len(x) == 0 or x.size == 0:
+            raise ValueError(f"{path}: {k} holds no images (shape {x.shape}): an .npz dataset "
+                             "needs at least one training and one test image")
+        if not np.issubdtype(x.dtype, np.number):
+            raise ValueError(f"{path}: {k} must hold numbers (uint8 or floats), got {x.dtype}")
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise ValueError(f"{path}: {k} holds {int((~np.isfinite(x)).sum())} NaN or "
+                             "infinite pixel values: fix or drop those images")
         if x.dtype != np.uint8 and (x.min() < 0 or x.max() > 1):
             raise ValueError(f"{path}: {k} must be uint8 (0..255) or floats in [0, 1], got "
                              f"{x.dtype} in [{x.min()}, {x.max()}]")
     return arrays
+
+
+def check_npz_labels(path, y_train, y_test):
+    """The labels of an .npz dataset must be the classes 0..c-1, each present in the
+    training set (an empty class would be a class noise can flip into but no sample has),
+    and the test set may use only those classes."""
+    present = np.unique(y_train)
+    c = len(present)
+    shown = (" ".join(str(v) for v in present) if c <= 20
+             else f"{c} classes from {present.min()} to {present.max()}")
+    if not np.array_equal(present, np.arange(c)):
+        raise ValueError(f"{path}: y_train must use the classes 0..{c - 1} (each at least "
+                         f"once), found {shown}: map the labels to 0..{c - 1}")
+    extra = np.setdiff1d(np.unique(y_test), present)
+    if len(extra):
+        raise ValueError(f"{path}: y_test holds classes the training set lacks "
+                         f"({' '.join(str(v) for v in extra[:10])}); y_train has {shown}: "
+                         "fix the test labels or drop those samples")
 
 
 def _to_unit_float(x):
@@ -139,38 +198,65 @@ def _to_unit_float(x):
     return x.astype(np.float32)
 
 
-def load_dataset(spec, *, data_dir="data", download=True):
-    """Load a dataset by name or ``.npz`` path.
+def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=None,
+                 folder_labels="clean"):
+    """Load a dataset by name, ``.npz`` path or image folder.
 
     Parameters
     ----------
     spec : str
         "cifar10", "cifar100" (official python pickles under ``data_dir``), "digits"
         (scikit-learn's bundled 8x8 digits, fixed stratified 75/25 split) or a path to an
-        ``.npz`` holding x_train, y_train, x_test, y_test.
+        ``.npz`` holding x_train, y_train, x_test, y_test (``y_train_noisy``, labels as
+        given, may be beside or instead of y_train), or an image folder (see
+        :func:`load_image_folder`).
     data_dir : str
         Folder holding ``cifar-10-batches-py`` / ``cifar-100-python``.
     download : bool
         When the CIFAR files are absent, try Keras' own download before failing.
+    image_size : int
+        Image folders only: side the images are resized to.
+    labels : str, optional
+        Image folders only: CSV of given labels (see :func:`load_image_folder`).
+    folder_labels : {"clean", "given"}
+        Image folders only: what the class folders are (see :func:`load_image_folder`).
 
     Returns
     -------
     Data
         Pixels float32 in [0, 1], shape (n, h, w, ch); labels int64 (n,).
     """
+    given = None
+    if os.path.isdir(spec):
+        return load_image_folder(spec, image_size=image_size, labels=labels,
+                                 folder_labels=folder_labels)
+    if labels is not None or folder_labels != "clean":
+        raise ValueError("--labels / --folder_labels are for an image folder --dataset; for an "
+                         ".npz put the given labels in its y_train_noisy array")
     if spec in ("cifar10", "cifar100"):
         xtr, ytr, xte, yte = _load_cifar(spec, data_dir, download)
     elif spec == "digits":
         xtr, ytr, xte, yte = _load_digits()
     elif spec.endswith(".npz"):
-        xtr, ytr, xte, yte = _load_npz(spec)
+        xtr, ytr, xte, yte, given = _load_npz(spec)
     else:
-        raise ValueError(f"unknown --dataset '{spec}'; choose one of {', '.join(DATASETS)} "
-                         "or give a path ending in .npz")
+        raise ValueError(f"unknown --dataset '{spec}'; choose one of {', '.join(DATASETS)}, "
+                         "give a path ending in .npz or an image folder (DIR/train/<class>/, "
+                         "DIR/test/<class>/)")
+    clean_known = ytr is not None
+    if given is not None:
+        given = np.asarray(given).reshape(-1)
+        ytr = given if ytr is None else ytr
+        if np.asarray(ytr).reshape(-1).shape != given.shape:
+            raise ValueError(f"{spec}: y_train and y_train_noisy differ in length: "
+                             f"{np.asarray(ytr).size} vs {given.size}")
     ytr, yte = np.asarray(ytr).reshape(-1), np.asarray(yte).reshape(-1)
-    for k, y in (("y_train", ytr), ("y_test", yte)):
-        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+    for k, y in (("y_train", ytr), ("y_test", yte)) + ((("y_train_noisy", given),)
+                                                         if given is not None else ()):
+        if not np.issubdtype(y.dtype, np.integer) or not len(y) or y.min() < 0:
             raise ValueError(f"{spec}: {k} must hold non-negative integer class labels")
+    if spec.endswith(".npz"):
+        check_npz_labels(spec, ytr, yte)
     xtr, xte = _to_unit_float(xtr), _to_unit_float(xte)
     if xtr.shape[1:] != xte.shape[1:]:
         raise ValueError(f"{spec}: x_train and x_test images differ in shape: "
@@ -178,9 +264,137 @@ def load_dataset(spec, *, data_dir="data", download=True):
     if len(xtr) != len(ytr) or len(xte) != len(yte):
         raise ValueError(f"{spec}: images and labels differ in number: {len(xtr)} vs "
                          f"{len(ytr)} (train), {len(xte)} vs {len(yte)} (test)")
-    num_classes = int(max(ytr.max(), yte.max())) + 1
+    num_classes = int(max(ytr.max(), yte.max(), -1 if given is None else given.max())) + 1
     return Data(dataset_name(spec), xtr, ytr.astype(np.int64), xte, yte.astype(np.int64),
-                num_classes)
+                num_classes, y_train_noisy=None if given is None else given.astype(np.int64),
+                clean_known=clean_known)
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def _class_folders(folder, flag="--dataset"):
+    """The class sub-folders of ``folder`` (sorted), or a ValueError naming the folder."""
+    if not os.path.isdir(folder):
+        raise ValueError(f"{flag}: expected the folder '{folder}' (layout: DIR/train/<class>/"
+                         "*.jpg|png and DIR/test/<class>/...)")
+    entries = sorted(os.listdir(folder))
+    classes = [e for e in entries if os.path.isdir(os.path.join(folder, e))]
+    stray = [e for e in entries if os.path.isfile(os.path.join(folder, e))
+             and e.lower().endswith(IMAGE_EXTENSIONS)]
+    if stray or len(classes) < 2:
+        raise ValueError(
+            f"{flag}: '{folder}' must hold one sub-folder per class (at least 2) with the "
+            f"images inside, found {len(classes)} sub-folders"
+            + (f" and images directly in it (e.g. '{stray[0]}')" if stray else ""))
+    for c in classes:
+        if not any(f.lower().endswith(IMAGE_EXTENSIONS)
+                   for _, _, files in os.walk(os.path.join(folder, c)) for f in files):
+            raise ValueError(f"{flag}: class folder '{os.path.join(folder, c)}' holds no "
+                             f"image ({', '.join(IMAGE_EXTENSIONS)})")
+    return classes
+
+
+def _read_folder_images(folder, class_names, image_size):
+    """Images of ``folder/<class>/`` resized (bilinear) to image_size, as uint8, with their
+    labels and paths relative to ``folder``; Keras' loader, in its file order."""
+    import keras
+
+    ds = keras.utils.image_dataset_from_directory(
+        folder, labels="inferred", label_mode="int", class_names=class_names,
+        color_mode="rgb", batch_size=None, image_size=(image_size, image_size),
+        shuffle=False, verbose=False)
+    paths = [os.path.relpath(p, folder).replace(os.sep, "/") for p in ds.file_paths]
+    xs, ys = [], []
+    for x, y in ds.as_numpy_iterator():
+        xs.append(np.clip(np.rint(x), 0, 255).astype(np.uint8))  # as a uint8 image file
+        ys.append(y)
+    return np.stack(xs), np.asarray(ys, np.int64), np.array(paths)
+
+
+def read_labels_file(path, train_paths, class_names):
+    """Given labels from a CSV with a header ``path,label``: one row per training image,
+    ``path`` relative to DIR/train (as ``train_paths``), ``label`` a class name or index.
+
+    Returns
+    -------
+    (n,) int64 labels in the order of ``train_paths``.
+    """
+    import csv
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--labels file '{path}' does not exist")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
+            raise ValueError(f"--labels '{path}': needs a header row 'path,label', got "
+                             f"{reader.fieldnames}")
+        rows = list(reader)
+    where = {p: i for i, p in enumerate(train_paths)}
+    names = {n: i for i, n in enumerate(class_names)}
+    labels = np.full(len(train_paths), -1, np.int64)
+    for line, r in enumerate(rows, start=2):
+        p, lab = r["path"].strip().replace("\\", "/"), r["label"].strip()
+        if p not in where:
+            raise ValueError(f"--labels '{path}' line {line}: '{p}' is not an image under "
+                             "DIR/train (paths are relative to it, e.g. 'cat/001.jpg')")
+        if labels[where[p]] >= 0:
+            raise ValueError(f"--labels '{path}' line {line}: '{p}' is listed twice")
+        if lab in names:
+            labels[where[p]] = names[lab]
+        elif lab.isdigit() and int(lab) < len(class_names):
+            labels[where[p]] = int(lab)
+        else:
+            raise ValueError(f"--labels '{path}' line {line}: label '{lab}' is neither a class "
+                             f"name ({', '.join(class_names[:5])}...) nor an index below "
+                             f"{len(class_names)}")
+    if (labels < 0).any():
+        miss = train_paths[np.flatnonzero(labels < 0)[0]]
+        raise ValueError(f"--labels '{path}': {int((labels < 0).sum())} training images have "
+                         f"no row, e.g. '{miss}'; give every image of DIR/train a label")
+    return labels
+
+
+def load_image_folder(folder, *, image_size=32, labels=None, folder_labels="clean"):
+    """An image-folder dataset in memory: ``folder/train/<class>/*.jpg|png`` and
+    ``folder/test/<class>/...`` (the layout Keras' ``image_dataset_from_directory`` reads).
+
+    Images are decoded as RGB, resized (bilinear) to ``image_size`` x ``image_size``, kept
+    as uint8 values divided by 255 (as CIFAR), which suits datasets that fit in memory.
+    Folder names are the classes (sorted) and the clean labels; with ``labels`` (a CSV
+    ``path,label``, see :func:`read_labels_file`) those are the labels as given. With
+    ``folder_labels="given"`` the folders themselves hold the labels as given (web or
+    crowd labels, e.g. WebVision) and no clean labels exist.
+
+    Returns
+    -------
+    Data
+        With ``class_names`` and ``train_paths`` (relative to ``folder/train``).
+    """
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--dataset folder '{folder}' does not exist")
+    if int(image_size) < 1:
+        raise ValueError(f"--image_size must be positive, got {image_size}")
+    if folder_labels not in ("clean", "given"):
+        raise ValueError(f"--folder_labels must be 'clean' or 'given', got {folder_labels!r}")
+    if folder_labels == "given" and labels is not None:
+        raise ValueError("--folder_labels given and --labels both name the labels as given: "
+                         "drop one of them")
+    train, test = os.path.join(folder, "train"), os.path.join(folder, "test")
+    classes = _class_folders(train)
+    test_classes = _class_folders(test)
+    if test_classes != classes:
+        extra = sorted(set(test_classes) ^ set(classes))
+        raise ValueError(f"--dataset: '{train}' and '{test}' must have the same class folders; "
+                         f"they differ in {extra[:5]}")
+    xtr, ytr, paths = _read_folder_images(train, classes, int(image_size))
+    xte, yte, _ = _read_folder_images(test, classes, int(image_size))
+    given = None if labels is None else read_labels_file(labels, paths, classes)
+    if folder_labels == "given":
+        given = ytr.copy()
+    return Data(dataset_name(folder), _to_unit_float(xtr), ytr, _to_unit_float(xte), yte,
+                len(classes), y_train_noisy=given, clean_known=folder_labels == "clean",
+                class_names=list(classes), train_paths=paths)
 
 
 def stratified_subset(y, n, *, seed):
@@ -204,10 +418,20 @@ def split_halves(n, *, rng):
 
 def load_training_data(args, printer):
     """The dataset of ``--dataset``, its training part cut to the ``--n_train`` subset."""
-    data = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+    data = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download,
+                        image_size=getattr(args, "image_size", 32),
+                        labels=getattr(args, "labels", None),
+                        folder_labels=getattr(args, "folder_labels", "clean"))
+    if args.n_train is not None and args.n_train > len(data.y_train):
+        printer(f"note: --n_train {args.n_train} is more than the {len(data.y_train)} training "
+                f"images of {data.name}: all {len(data.y_train)} are used")
     subset = stratified_subset(data.y_train, args.n_train, seed=args.seed[0])
     data.x_train, data.y_train = data.x_train[subset], data.y_train[subset]
     data.train_index = data.train_index[subset]
+    if data.y_train_noisy is not None:
+        data.y_train_noisy = data.y_train_noisy[subset]
+    if data.train_paths is not None:
+        data.train_paths = data.train_paths[subset]
     if args.n_train is not None and len(args.seed) > 1:
         printer("note: the --n_train subset is drawn with the first seed for every seed")
     return data
@@ -294,7 +518,7 @@ def make_coteaching_dataset(x, y, clean, s_idx, c_idx, *, batch_size, c_batch_si
                             augment="none", seed=0):
     """Batches for (modified) Co-teaching: each epoch is one pass over S in batches of
     ``batch_size``; when ``c_batch_size`` > 0 each S batch is joined by ``c_batch_size``
-    samples drawn from C (reshuffled, cycling; PAPER.md sec. 4).
+    samples drawn from C (reshuffled, cycling; arXiv:1905.05040, Algorithm 2).
 
     Yields ``({"image": (b, h, w, ch), "from_s": (b,) float32, "clean": (b,) float32}, y)``
     with the S part first. ``clean`` (true label == noisy label) is for tracking only.

@@ -23,7 +23,8 @@ INCV_BOUNDARIES, INCV_FACTORS = (20, 30, 40), (0.5, 0.25, 0.1)
 
 
 def k_best_for(pattern, eval_ratio):
-    """Iterations (from the first) that keep the best-validation checkpoint (PAPER.md sec 3)."""
+    """Iterations (from the first) that keep the best-validation checkpoint (the authors'
+    INCV.py)."""
     if pattern == "asym" or eval_ratio > 0.6:
         return 1
     return 2 if eval_ratio > 0.3 else 4
@@ -38,7 +39,7 @@ def largest_loss(idx, losses, count):
 
 def incv_select(y_noisy, *, num_classes, pattern, train_fn, seed, iterations=4, state=None,
                 y_true=None, on_iteration=None):
-    """Iterative Noisy Cross-Validation (PAPER.md section 3).
+    """Iterative Noisy Cross-Validation (arXiv:1905.05040, Algorithm 1).
 
     Parameters
     ----------
@@ -144,7 +145,8 @@ def write_incv_csv(path, y_true, y_noisy, st):
                         st["eval_ratio"]])
 
 
-def write_cleaned_set(path, *, index, given_label, selected, candidate, heldout_loss=None):
+def write_cleaned_set(path, *, index, given_label, selected, candidate, heldout_loss=None,
+                      path_column=None, class_names=None):
     """The selection as a user applies it to their own data, one row per training sample.
 
     Columns: ``index`` (the sample's position in the dataset as given, also under
@@ -152,42 +154,78 @@ def write_cleaned_set(path, *, index, given_label, selected, candidate, heldout_
     (``selected``: trust it, the set S; ``candidate``: undecided, the set C; ``removed``:
     dropped as a large-loss sample) and ``heldout_loss`` (cross-entropy of the given label
     the last time the sample was predicted by a network that did not train on it; empty
-    where never computed).
+    where never computed). For an image folder two more columns: ``path`` (the file,
+    relative to DIR/train) after ``index`` and ``given_class`` (the label's class name)
+    after ``given_label``.
 
     Parameters
     ----------
     index, given_label : (n,) int
     selected, candidate : (n,) bool
     heldout_loss : (n,) float, optional
+    path_column : (n,) str, optional
+    class_names : list of str, optional
     """
     n = len(index)
     loss = np.full(n, np.nan) if heldout_loss is None else np.asarray(heldout_loss, float)
     status = np.where(selected, "selected", np.where(candidate, "candidate", "removed"))
+    files = [None] * n if path_column is None else list(path_column)
     with utils.atomic_write(path) as f:
         w = csv.writer(f)
-        w.writerow(["index", "given_label", "status", "heldout_loss"])
-        for i, y, s, ce in zip(index, given_label, status, loss):
-            w.writerow([int(i), int(y), s, "" if np.isnan(ce) else f"{ce:.6g}"])
+        w.writerow(["index"] + (["path"] if path_column is not None else []) + ["given_label"]
+                   + (["given_class"] if class_names else []) + ["status", "heldout_loss"])
+        for i, p, y, s, ce in zip(index, files, given_label, status, loss):
+            w.writerow([int(i)] + ([p] if path_column is not None else []) + [int(y)]
+                       + ([class_names[int(y)]] if class_names else [])
+                       + [s, "" if np.isnan(ce) else f"{ce:.6g}"])
 
 
-def read_incv_csv(path, y_true):
-    """Read a saved selection; checks it belongs to this training set."""
+def read_incv_csv(path, y_true, *, num_classes=None):
+    """Read a saved selection; checks it belongs to this training set and selects samples.
+
+    Raises FileNotFoundError / ValueError naming ``--incv_results`` and the file: missing,
+    a directory, unreadable, malformed (columns, values), made for another training set,
+    or selecting no sample.
+    """
+    if os.path.isdir(path):
+        raise ValueError(f"--incv_results '{path}' is a directory: give the "
+                         "<dataset>_<pattern><ratio>_INCV_results.csv file inside a run of "
+                         "incv_train.py --method incv")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--incv_results file '{path}' does not exist")
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
     need = {"y", "y_noisy", "select", "candidate", "eval_ratio"}
-    if not rows or not need <= set(rows[0]):
-        raise ValueError(f"--incv_results '{path}' needs the columns {sorted(need)}")
-    y = np.array([int(r["y"]) for r in rows])
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or not need <= set(rows[0]):
+            raise ValueError(f"needs the columns {sorted(need)} and one row per sample")
+        y = np.array([int(r["y"]) for r in rows])
+        y_noisy = np.array([int(r["y_noisy"]) for r in rows])
+        flags = {}
+        for k in ("select", "candidate"):
+            values = {r[k] for r in rows}
+            if not values <= {"True", "False"}:
+                raise ValueError(f"column {k} must hold True / False, found "
+                                 f"{sorted(values - {'True', 'False'})[:3]}")
+            flags[k] = np.array([r[k] == "True" for r in rows])
+        eval_ratio = float(rows[0]["eval_ratio"])
+    except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"--incv_results '{path}' is not an INCV selection written by "
+                         f"incv_train.py ({err})") from None
     if len(y) != len(y_true) or (y != y_true).any():
         raise ValueError(f"--incv_results '{path}' was made for another training set "
                          f"({len(y)} rows vs {len(y_true)} samples, or other labels): use the "
                          "same --dataset, --n_train and --seed")
-    flag = lambda k: np.array([r[k] == "True" for r in rows])  # noqa: E731
-    return (np.array([int(r["y_noisy"]) for r in rows]),
-            {"selected": flag("select"), "candidate": flag("candidate"),
-             "eval_ratio": float(rows[0]["eval_ratio"]), "iterations": []})
+    if num_classes is not None and (y_noisy.min() < 0 or y_noisy.max() >= num_classes):
+        raise ValueError(f"--incv_results '{path}': y_noisy holds labels outside 0.."
+                         f"{num_classes - 1}: the file was edited or made for other data")
+    if (flags["select"] & flags["candidate"]).any() or not flags["select"].any():
+        raise ValueError(f"--incv_results '{path}' selects "
+                         + ("no sample" if not flags["select"].any() else
+                            "samples that are also candidates")
+                         + ": rerun the selection (incv_train.py --incv_only)")
+    return (y_noisy, {"selected": flags["select"], "candidate": flags["candidate"],
+                      "eval_ratio": eval_ratio, "iterations": []})
 
 
 def make_incv_train_fn(args, data, y_noisy, *, seed, out, printer):
@@ -198,17 +236,95 @@ def make_incv_train_fn(args, data, y_noisy, *, seed, out, printer):
     schedule = training.PiecewiseLR(args.lr, INCV_BOUNDARIES, INCV_FACTORS,
                                  paper_epochs=PAPER_INCV_EPOCHS, epochs=args.incv_epochs)
     aug = resolve_augmentation(args.augment, data.name)
+    progress = utils.Progress()
 
     def train_fn(train_idx, held_idx, keep_best, tag):
-        printer(f"  INCV {tag}: train on {len(train_idx)}, predict {len(held_idx)}"
-                f"{' (best checkpoint)' if keep_best else ''}")
+        printer("  " + utils.incv_run_line(tag, iterations=args.incv_iterations,
+                                           n_train=len(train_idx), n_held=len(held_idx),
+                                           keep_best=keep_best, progress=progress))
         probs, info = training.train_and_predict(
             model, initial, data.x_train[train_idx], y_noisy[train_idx],
             data.x_train[held_idx], y_noisy[held_idx], epochs=args.incv_epochs,
             batch_size=args.batch_size, schedule=schedule, augment=aug, seed=seed,
-            keep_best=keep_best, y_held_true=data.y_train[held_idx],
+            keep_best=keep_best,
+            y_held_true=None if data.y_clean is None else data.y_clean[held_idx],
             log_path=os.path.join(out, "incv_log.jsonl"), log_extra={"run": tag},
             verbose=args.verbose, printer=printer if args.verbose != 1 else None)
         return probs
 
     return train_fn
+
+
+def clean_labels(x, y_noisy, *, build_model, num_classes=None, noise_type="sym", epochs=50,
+                 batch_size=128, seed=0, iterations=4, y_true=None, lr=1e-3, augment="none",
+                 verbose=0):
+    """Run INCV on arrays with your own Keras model; no flags, no files.
+
+    Parameters
+    ----------
+    x : (n, h, w[, ch]) uint8 (divided by 255) or float32 in [0, 1]
+        Training images.
+    y_noisy : (n,) int
+        The labels as given.
+    build_model : callable (input_shape, num_classes) -> keras.Model
+        A fresh classifier with a softmax output. Compiled with Adam(``lr``) and sparse
+        cross-entropy when it comes uncompiled. Built once: every INCV run starts from its
+        initial weights.
+    num_classes : int, optional
+        Default ``y_noisy.max() + 1``.
+    noise_type : {"sym", "asym"}
+        The rules INCV follows (large-loss removal and k_best for "sym", as the authors).
+    epochs : int
+        Epochs of each INCV training run (the paper: 50; the lr drops scale with it).
+    batch_size, seed, iterations, lr, verbose
+        As the flags of incv_train.py; ``augment`` one of data.AUGMENTATIONS but "auto".
+    y_true : (n,) int, optional
+        Clean labels, if known: only for label precision / recall per iteration.
+
+    Returns
+    -------
+    dict
+        ``selected``, ``candidate``, ``removed``: sorted index arrays (positions in ``x``);
+        ``status`` (n,) str; ``heldout_loss`` (n,) float (NaN where never predicted);
+        ``estimated_noise_ratio``; ``iterations`` (one record per iteration).
+    """
+    x = np.asarray(x)
+    x = x[..., None] if x.ndim == 3 else x
+    x = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else x.astype(np.float32)
+    y = noise._check_labels(y_noisy, "y_noisy")
+    if x.ndim != 4 or len(x) != len(y):
+        raise ValueError(f"x must be (n, h, w[, ch]) images, one per label: got shape {x.shape} "
+                         f"for {len(y)} labels")
+    if noise_type not in noise.PATTERNS:
+        raise ValueError(f"noise_type must be one of {noise.PATTERNS}, got {noise_type!r}")
+    c = int(y.max()) + 1 if num_classes is None else int(num_classes)
+    if y.min() < 0 or y.max() >= c:
+        raise ValueError(f"y_noisy must be in [0, {c}) (num_classes), got {y.min()}..{y.max()}")
+    if y_true is not None:
+        y_true = noise._check_labels(y_true, "y_true")
+    keras.utils.set_random_seed(seed)
+    model = build_model(tuple(x.shape[1:]), c)
+    if getattr(model, "optimizer", None) is None:
+        training.compile_classifier(model, lr=lr)
+    initial = model.get_weights()
+    schedule = training.PiecewiseLR(lr, INCV_BOUNDARIES, INCV_FACTORS,
+                                    paper_epochs=PAPER_INCV_EPOCHS, epochs=epochs)
+
+    def train_fn(train_idx, held_idx, keep_best, tag):
+        probs, _ = training.train_and_predict(
+            model, initial, x[train_idx], y[train_idx], x[held_idx], y[held_idx],
+            epochs=epochs, batch_size=batch_size, schedule=schedule, augment=augment,
+            seed=seed, keep_best=keep_best,
+            y_held_true=None if y_true is None else y_true[held_idx], verbose=verbose)
+        return probs
+
+    st = incv_select(y, num_classes=c, pattern=noise_type, train_fn=train_fn, seed=seed,
+                     iterations=iterations, y_true=y_true)
+    removed = ~st["selected"] & ~st["candidate"]
+    return {"selected": np.flatnonzero(st["selected"]),
+            "candidate": np.flatnonzero(st["candidate"]),
+            "removed": np.flatnonzero(removed),
+            "status": np.where(st["selected"], "selected",
+                               np.where(st["candidate"], "candidate", "removed")),
+            "heldout_loss": st["heldout_loss"], "estimated_noise_ratio": st["eval_ratio"],
+            "iterations": st["iterations"]}

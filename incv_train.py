@@ -58,24 +58,32 @@ ONE_ROUND_SELECTORS = ("cl", "ncv")
 PAPER_EPOCHS, PAPER_INCV_EPOCHS = 200, 50
 
 
-def run_one(args, data, method, pattern, ratio, seed, out, printer):
+def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
     """One run of ``method`` into ``out``; returns its summary."""
     import coteaching  # Keras-based: loaded by main() after utils.load_tensorflow()
     import incv
 
     t0 = time.time()
+    # Labels as given / a matrix file: the rules follow the declared --noise_type.
+    rules = noise.rule_pattern(pattern, args.noise_type)
     summary = {"dataset": data.name, "method": method, "pattern": pattern, "ratio": ratio,
                "seed": seed, "arch": args.arch, "epochs": args.epochs,
-               "n_train": int(len(data.y_train))}
+               "n_train": int(len(data.y_train)), "noise_type": rules,
+               "clean_labels_known": bool(data.clean_known)}
+    if data.class_names:
+        summary["class_names"] = list(data.class_names)
+    y_true, y_noisy, T = noise.run_labels(data, pattern, ratio, seed=seed, T=T)
+    # The authors' CSV has a clean-label column y: -1 where the clean labels are unknown.
+    y_csv = y_true if y_true is not None else np.full(len(y_noisy), -1, np.int64)
     if args.incv_results and method == "incv":
-        y_noisy, st = incv.read_incv_csv(args.incv_results, data.y_train)
+        y_noisy, st = incv.read_incv_csv(args.incv_results, y_csv, num_classes=data.num_classes)
     else:
-        y_noisy = noise.add_noise(data.y_train, pattern, ratio, num_classes=data.num_classes,
-                                  seed=utils.rng_for(seed, "noise"))
         st = None
-    summary["actual_noise_ratio"] = noise.actual_noise_ratio(data.y_train, y_noisy)
-    utils.save_npz(os.path.join(out, "labels.npz"), y_true=data.y_train, y_noisy=y_noisy,
-                   train_index=data.train_index)
+    summary["actual_noise_ratio"] = (None if y_true is None
+                                     else noise.actual_noise_ratio(y_true, y_noisy))
+    utils.save_npz(os.path.join(out, "labels.npz"), y_noisy=y_noisy,
+                   train_index=data.train_index,
+                   **({} if y_true is None else {"y_true": y_true}))
     n = len(y_noisy)
     s_idx, c_idx = np.arange(n), np.arange(0)
 
@@ -86,36 +94,42 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
                 st = incv.load_incv_state(state_path)
                 printer(f"  resuming INCV after iteration {len(st['iterations'])}")
             st = incv.incv_select(
-                y_noisy, num_classes=data.num_classes, pattern=pattern, seed=seed,
-                iterations=args.incv_iterations, state=st, y_true=data.y_train,
+                y_noisy, num_classes=data.num_classes, pattern=rules, seed=seed,
+                iterations=args.incv_iterations, state=st, y_true=y_true,
                 train_fn=incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out,
                                             printer=printer),
                 on_iteration=lambda s: (incv.save_incv_state(state_path, s), printer(
-                    f"  INCV iteration {s['iterations'][-1]['iteration']}: "
-                    f"{s['iterations'][-1]}")))
-            csv_name = f"{data.name}_{pattern}{ratio:g}_INCV_results.csv"
-            incv.write_incv_csv(os.path.join(out, csv_name), data.y_train, y_noisy, st)
-            incv.write_cleaned_set(os.path.join(out, "cleaned_set.csv"),
-                                   index=data.train_index, given_label=y_noisy,
-                                   selected=st["selected"], candidate=st["candidate"],
-                                   heldout_loss=st["heldout_loss"])
+                    "  " + utils.incv_iteration_line(s["iterations"][-1],
+                                                     args.incv_iterations))))
+            setting = pattern if ratio is None else f"{pattern}{ratio:g}"
+            incv.write_incv_csv(os.path.join(out, f"{data.name}_{setting}_INCV_results.csv"),
+                                y_csv, y_noisy, st)
             if st["oos_probs"] is not None:  # out-of-sample, from INCV's first iteration
                 utils.save_npz(os.path.join(out, "probabilities.npz"),
                                train_index=data.train_index, y_noisy=y_noisy,
                                probs=st["oos_probs"])
-            if st["iterations"]:
+            if st["iterations"] and y_true is not None:  # LP / LR need clean labels
                 plots.plot_incv(st["iterations"], os.path.join(out, "incv.png"),
-                          f"INCV on {data.name}, {pattern} {ratio:g}")
+                          f"INCV on {data.name}, {pattern} {'' if ratio is None else f'{ratio:g}'}")
+        # Also for a reused selection (--incv_results: no held-out losses there).
+        incv.write_cleaned_set(os.path.join(out, "cleaned_set.csv"),
+                               index=data.train_index, given_label=y_noisy,
+                               selected=st["selected"], candidate=st["candidate"],
+                               heldout_loss=st.get("heldout_loss"),
+                               path_column=data.train_paths,
+                               class_names=data.class_names)
         if st.get("oos_probs") is not None and np.isfinite(st["oos_probs"]).all():
             summary["noise_estimates"] = selection.noise_estimates(
-                st["oos_probs"], y_noisy, num_classes=data.num_classes, y_true=data.y_train)
-        sel = metrics.selection_metrics(data.y_train, y_noisy, st["selected"])
+                st["oos_probs"], y_noisy, num_classes=data.num_classes, y_true=y_true)
+        sel = (metrics.selection_metrics(y_true, y_noisy, st["selected"]) if y_true is not None
+               else {"label_precision": None, "label_recall": None,
+                     "selected": int(st["selected"].sum())})
         summary.update(estimated_noise_ratio=st["eval_ratio"], incv=st["iterations"],
                        selection={**sel, "candidates": int(st["candidate"].sum())})
         s_idx, c_idx = np.flatnonzero(st["selected"]), np.flatnonzero(st["candidate"])
         e = st["eval_ratio"]
-        forget = noise.expected_noise_of_selected(e, pattern, data.num_classes)
-        warmup = coteaching.epochs_scaled(80 if (pattern == "asym" or e > 0.6) else 40, args)
+        forget = noise.expected_noise_of_selected(e, rules, data.num_classes)
+        warmup = coteaching.warmup_epochs(rules, e, args.epochs)
         summary.update(expected_noise_of_selected=forget, warmup_epochs=warmup)
         if args.incv_only:
             summary["seconds"] = round(time.time() - t0, 1)
@@ -124,20 +138,23 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
         probs, source = out_of_sample_probs(args, data, y_noisy, seed=seed, out=out,
                                             printer=printer)
         st = selection.SELECTORS[method](probs, y_noisy, num_classes=data.num_classes)
-        write_selection(out, data, y_noisy, st, probs, method=method, pattern=pattern,
+        write_selection(out, data, y_csv, y_noisy, st, probs, method=method, pattern=pattern,
                         ratio=ratio)
-        sel = metrics.selection_metrics(data.y_train, y_noisy, st["selected"])
+        sel = (metrics.selection_metrics(y_true, y_noisy, st["selected"]) if y_true is not None
+               else {"label_precision": None, "label_recall": None,
+                     "selected": int(st["selected"].sum())})
         summary.update(estimated_noise_ratio=st["eval_ratio"], probabilities_from=source,
                        selection={**sel, "candidates": int(st["candidate"].sum())},
                        noise_estimates=selection.noise_estimates(
-                           probs, y_noisy, num_classes=data.num_classes, y_true=data.y_train))
-        printer(f"  {method}: |S| {sel['selected']}, |C| {int(st['candidate'].sum())}, LP "
-                f"{sel['label_precision']:.4f}, LR {sel['label_recall']:.4f}, estimated "
-                f"noise {st['eval_ratio']:.4f}")
+                           probs, y_noisy, num_classes=data.num_classes, y_true=y_true))
+        lp_lr = ("" if y_true is None else f", LP {sel['label_precision']:.4f}, LR "
+                 f"{sel['label_recall']:.4f}")
+        printer(f"  {method}: |S| {sel['selected']}, |C| {int(st['candidate'].sum())}{lp_lr}, "
+                f"estimated noise {st['eval_ratio']:.4f}")
         s_idx, c_idx = np.flatnonzero(st["selected"]), np.flatnonzero(st["candidate"])
         e = st["eval_ratio"]  # e_S and the warm-up from it exactly as INCV's (sec. 4)
-        forget = noise.expected_noise_of_selected(e, pattern, data.num_classes)
-        warmup = coteaching.epochs_scaled(80 if (pattern == "asym" or e > 0.6) else 40, args)
+        forget = noise.expected_noise_of_selected(e, rules, data.num_classes)
+        warmup = coteaching.warmup_epochs(rules, e, args.epochs)
         summary.update(expected_noise_of_selected=forget, warmup_epochs=warmup)
         if args.incv_only:
             summary["seconds"] = round(time.time() - t0, 1)
@@ -166,10 +183,17 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
     summary["test_accuracy"] = {"model1": last.get("test_accuracy_model1"),
                                 "model2": last.get("test_accuracy_model2"),
                                 "best": max(accs) if accs else None}
+    if "test_top5_accuracy_model1" in last:  # more than 5 classes
+        top5 = [r[k] for r in rows for k in ("test_top5_accuracy_model1",
+                                             "test_top5_accuracy_model2") if r.get(k) is not None]
+        summary["test_top5_accuracy"] = {"model1": last.get("test_top5_accuracy_model1"),
+                                         "model2": last.get("test_top5_accuracy_model2"),
+                                         "best": max(top5) if top5 else None}
     summary["seconds"] = round(time.time() - t0, 1)
     plots.plot_test_curves(os.path.dirname(os.path.dirname(out)), seed,
                      os.path.join(out, "test_accuracy.png"),
-                     f"{data.name}, {pattern} {ratio:g}, seed {seed}")
+                     f"{data.name}, {pattern} {'' if ratio is None else f'{ratio:g}'}, "
+                     f"seed {seed}")
     return summary
 
 
@@ -209,18 +233,20 @@ def out_of_sample_probs(args, data, y_noisy, *, seed, out, printer):
     return probs, "trained: one 2-fold round (INCV's first iteration)"
 
 
-def write_selection(out, data, y_noisy, st, probs, *, method, pattern, ratio):
-    """The files INCV writes, for a one-round selector: the authors' CSV columns,
-    cleaned_set.csv (held-out loss from ``probs``) and probabilities.npz."""
+def write_selection(out, data, y_csv, y_noisy, st, probs, *, method, pattern, ratio):
+    """The files INCV writes, for a one-round selector: the authors' CSV columns (``y_csv``:
+    the clean labels, -1 where unknown), cleaned_set.csv (held-out loss from ``probs``)
+    and probabilities.npz."""
     import incv
 
-    incv.write_incv_csv(os.path.join(out, f"{data.name}_{pattern}{ratio:g}_"
-                                          f"{method.upper()}_results.csv"),
-                        data.y_train, y_noisy, st)
+    setting = pattern if ratio is None else f"{pattern}{ratio:g}"
+    incv.write_incv_csv(os.path.join(out, f"{data.name}_{setting}_{method.upper()}_results.csv"),
+                        y_csv, y_noisy, st)
     incv.write_cleaned_set(os.path.join(out, "cleaned_set.csv"), index=data.train_index,
                            given_label=y_noisy, selected=st["selected"],
                            candidate=st["candidate"],
-                           heldout_loss=metrics.cross_entropy(probs, y_noisy))
+                           heldout_loss=metrics.cross_entropy(probs, y_noisy),
+                           path_column=data.train_paths, class_names=data.class_names)
     utils.save_npz(os.path.join(out, "probabilities.npz"), train_index=data.train_index,
                    y_noisy=y_noisy, probs=probs)
 
@@ -253,7 +279,9 @@ def parse_args(argv=None):
     p.add_argument("--incv_results", type=str, default=None,
                    help="CSV of an earlier INCV selection: skip INCV and train on it")
     p.add_argument("--resume", action="store_true",
-                   help="continue unfinished runs from their last INCV iteration / epoch")
+                   help="continue unfinished runs from their last INCV iteration / epoch; "
+                        "refused when a run's config.json records other flags, and an "
+                        "error when no run of the grid has started")
     args = p.parse_args(argv)
     utils.check_run_arguments(p, args, positive=("epochs", "incv_epochs", "incv_iterations",
                                                   "batch_size"))
@@ -267,35 +295,45 @@ def parse_args(argv=None):
 
 
 def run_dir(args, dataset, pattern, ratio, method, seed):
-    return os.path.join(args.results_dir, dataset, pattern, f"{ratio:g}", method, f"seed{seed}")
+    return os.path.join(args.results_dir, *noise.setting_dir(dataset, pattern=pattern,
+                                                             ratio=ratio), method, f"seed{seed}")
 
 
 def main(args):
     utils.load_tensorflow()
+    import incv  # Keras-based: after load_tensorflow()
+
     printer = print
     devices.run_strategy(args, printer)  # checks --devices; runs build their models on it
     data = load_training_data(args, printer)
+    settings, T = utils.noise_plan(args, data, printer)
     runs = [(seed, pattern, ratio, method, run_dir(args, data.name, pattern, ratio, method, seed))
-            for seed in args.seed for pattern in args.noise_pattern
-            for ratio in args.noisy_ratio for method in args.method]
+            for seed in args.seed for pattern, ratio in settings for method in args.method]
     todo, summaries = utils.plan_runs([r[-1] for r in runs], skip_existing=args.skip_existing,
                                       overwrite=args.overwrite, resume=args.resume,
                                       printer=printer)
+    utils.check_resume(args, [(r[-1], dict(zip(("seed", "pattern", "ratio", "method"), r)))
+                              for r in runs])
+    if args.incv_results and "incv" in args.method:  # checked before any run directory
+        # the CSV's clean-label column y is -1 where the clean labels are unknown
+        incv.read_incv_csv(args.incv_results, data.y_train if data.clean_known else
+                           np.full(len(data.y_train), -1, np.int64),
+                           num_classes=data.num_classes)
     todo = [runs[k] for k in todo]
     for k, (seed, pattern, ratio, method, out) in enumerate(todo, 1):
         resuming = args.resume and os.path.isfile(os.path.join(out, "config.json"))
         utils.prepare_run_dir(out, overwrite=args.overwrite, resume=args.resume)
         if not resuming:
             utils.write_json(os.path.join(out, "config.json"), utils.run_config(
-                args, run={"method": method, "pattern": pattern, "ratio": ratio, "seed": seed},
-                n_train=int(len(data.y_train)), num_classes=data.num_classes))
-        printer(f"[{k}/{len(todo)}] {method} on {data.name} {pattern} e={ratio:g} seed {seed}"
-                f" -> {out}")
-        summary = run_one(args, data, method, pattern, ratio, seed, out, printer)
+                args, run={"method": method, "pattern": pattern, "ratio": ratio, "seed": seed,
+                           "noise_type": noise.rule_pattern(pattern, args.noise_type)},
+                n_train=int(len(data.y_train)), num_classes=data.num_classes,
+                **utils.dataset_extras(data, out)))
+        setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
+        printer(f"[{k}/{len(todo)}] {method} on {data.name} {setting} seed {seed} -> {out}")
+        summary = run_one(args, data, method, pattern, ratio, seed, out, printer, T=T)
         utils.write_json(os.path.join(out, "summary.json"), summary)
-        acc = summary.get("test_accuracy", {})
-        printer(f"  done in {summary['seconds']:.0f}s: estimated noise "
-                f"{summary.get('estimated_noise_ratio')}, test accuracy {acc}")
+        printer("  " + utils.done_line(summary, out))
         summaries.append(summary)
     return summaries
 

@@ -11,7 +11,7 @@ def cross_entropy(probs, labels, eps=1e-12):
 
 
 def selection_metrics(y_true, y_noisy, selected):
-    """Label precision / recall of a selection (PAPER.md sec. 2).
+    """Label precision / recall of a selection (arXiv:1905.05040 sec. 2).
 
     LP = fraction of selected samples whose noisy label is correct; LR = fraction of the
     correctly-labelled samples that were selected. NaN where undefined (empty sets).

@@ -9,6 +9,9 @@ Keras model with a softmax output; :data:`MODEL_NAMES` lists what it knows.
   BatchNormalization, and the stem convolution has no L2 penalty.
 * ``resnet110``: the Keras example's pre-activation bottleneck ``resnet_v2``
   (depth 9n+2), which the authors used for the theory check (section 2).
+* ``inception_resnet_v2``: ``keras.applications.InceptionResNetV2`` without
+  pretrained weights (trained from scratch, as the paper's mini-WebVision run), needing
+  inputs of at least 75x75; a Rescaling layer maps [0, 1] to its [-1, 1] inputs.
 * ``cnn``: a small, fast network of our own for tiny inputs (8x8 sklearn digits)
   and quick CPU runs; it is not from the paper.
 
@@ -22,7 +25,10 @@ import numbers
 import keras
 from keras import layers
 
-MODEL_NAMES = ("cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+MODEL_NAMES = ("cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+               "inception_resnet_v2")
+# keras.applications.InceptionResNetV2's smallest input side (its native size is 299).
+INCEPTION_MIN_SIZE = 75
 
 # L2 factor of the authors' ResNet-32 block and shortcut convolutions.
 WEIGHT_DECAY = 1e-4
@@ -73,6 +79,9 @@ def build_model(name, input_shape, num_classes):
     elif key == "resnet110":
         features = _resnet_v2_features(inputs, depth=110)
         init = _V2_INIT
+    elif key == "inception_resnet_v2":
+        features = _inception_resnet_v2_features(inputs)
+        init = "glorot_uniform"  # keras.applications' classifier default
     else:
         features = _resnet_v1_features(inputs, depth=int(key[len("resnet"):]))
         init = _V1_INIT
@@ -201,6 +210,22 @@ def _resnet_v2_features(inputs, depth):
     # The example used AveragePooling2D(8) + Flatten, identical on 32x32
     # inputs; global pooling also works for other sizes.
     return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+
+
+def _inception_resnet_v2_features(inputs):
+    """keras.applications.InceptionResNetV2 (no weights, no top, global average pooling)
+    on ``inputs`` rescaled from [0, 1] to [-1, 1] (its ``preprocess_input``)."""
+    h, w = inputs.shape[1:3]
+    if min(h, w) < INCEPTION_MIN_SIZE:
+        raise ValueError(
+            f"inception_resnet_v2 needs images of at least {INCEPTION_MIN_SIZE}x"
+            f"{INCEPTION_MIN_SIZE} pixels, got {h}x{w}: pass --image_size "
+            f"{INCEPTION_MIN_SIZE} or more (its native size is 299) with an image folder "
+            "--dataset")
+    x = layers.Rescaling(2.0, offset=-1.0, name="to_inception_range")(inputs)
+    base = keras.applications.InceptionResNetV2(include_top=False, weights=None,
+                                                input_tensor=x, pooling="avg")
+    return base.output
 
 
 # --------------------------------------------------------------------------- #

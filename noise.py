@@ -1,4 +1,4 @@
-"""Synthetic label noise and the theory of noisy cross-validation (PAPER.md sections 1-2).
+"""Synthetic label noise and the theory of noisy cross-validation (arXiv:1905.05040 sec. 2).
 
 Two noise patterns, with c classes and noise ratio e; ``T[i, j] = P(noisy = j | true = i)``:
 
@@ -248,3 +248,132 @@ def estimate_noise_ratio_search(accuracy, num_classes, step=0.001):
     e = np.arange(int(cap / step) + 2) * step
     hit = np.flatnonzero((1.0 - e) ** 2 + e**2 / (c - 1) <= a)
     return min(float(e[hit[0]]), cap) if hit.size else cap
+
+
+# ------------------------------------------------------- any transition matrix, own labels
+GIVEN = "given"  # pattern name of runs on labels as given (no synthetic noise)
+
+
+def load_transition_matrix(path, num_classes=None):
+    """A transition matrix T from ``path`` (.npy, or .csv of c rows of c numbers).
+
+    Rows are true classes, columns noisy classes: each row must be a distribution
+    (non-negative, sums to 1 within 1e-6). Errors name the file and the bad row.
+
+    Returns
+    -------
+    T : ndarray, shape (c, c), float64
+    """
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--transition_matrix file '{path}' does not exist")
+    try:
+        if path.endswith(".npy"):
+            T = np.load(path, allow_pickle=False)
+        elif path.endswith(".csv"):
+            T = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+        else:
+            raise ValueError(f"--transition_matrix '{path}': give a .npy or .csv file")
+    except (OSError, ValueError) as err:
+        if str(err).startswith("--transition_matrix"):
+            raise
+        raise ValueError(f"--transition_matrix '{path}': cannot read a matrix: {err}") from None
+    T = np.asarray(T, dtype=np.float64)
+    if T.ndim != 2 or T.shape[0] != T.shape[1] or T.shape[0] < 2:
+        raise ValueError(f"--transition_matrix '{path}': must be a square c x c matrix "
+                         f"(c >= 2), got shape {T.shape}")
+    if num_classes is not None and T.shape[0] != num_classes:
+        raise ValueError(f"--transition_matrix '{path}': is {T.shape[0]} x {T.shape[0]} but "
+                         f"the dataset has {num_classes} classes")
+    for i, row in enumerate(T):
+        if not np.isfinite(row).all() or (row < 0).any():
+            raise ValueError(f"--transition_matrix '{path}': row {i} has a negative or "
+                             f"non-finite entry: {row.tolist()}")
+        if abs(row.sum() - 1.0) > 1e-6:
+            raise ValueError(f"--transition_matrix '{path}': row {i} sums to "
+                             f"{row.sum():.10g}, not 1 (each row is P(noisy | true = {i}))")
+    return T
+
+
+def transition_name(path):
+    """The pattern name of runs drawn from a matrix file: ``T-<file stem>``."""
+    import os
+
+    return "T-" + os.path.splitext(os.path.basename(path))[0]
+
+
+def add_noise_from_transition(labels, T, *, seed=None):
+    """Noisy labels drawn from any transition matrix: ``noisy ~ T[label]`` per sample.
+
+    Vectorised (one uniform draw per sample, inverted through the cumulative row of its
+    class) and seeded as :func:`add_noise`; the sym / asym draws of :func:`add_noise` are
+    untouched.
+
+    Parameters
+    ----------
+    labels : (n,) int in [0, c)
+    T : (c, c) array, rows distributions
+    seed : int, None or numpy.random.Generator
+
+    Returns
+    -------
+    noisy : (n,) int64, a new array
+    """
+    T = _check_T(T)
+    c = T.shape[0]
+    y = _check_labels(labels)
+    if y.size and (y.min() < 0 or y.max() >= c):
+        bad = y[(y < 0) | (y >= c)][0]
+        raise ValueError(f"labels must be in [0, {c}), got {bad}")
+    u = np.random.default_rng(seed).random(y.size)
+    cum = np.cumsum(T, axis=1)
+    cum[:, -1] = np.inf  # rows summing to 1 - 1e-7 still map every u < 1 to a class
+    noisy = np.empty(y.size, np.int64)
+    for k in range(c):
+        at = np.flatnonzero(y == k)
+        # the first class whose cumulative probability exceeds u (zero-probability
+        # classes have no width and are never drawn)
+        noisy[at] = np.searchsorted(cum[k], u[at], side="right")
+    return noisy
+
+
+def noise_settings(*, patterns, ratios, transition_matrix=None, given=False):
+    """The (pattern, ratio) settings a call runs: labels as given -> [("given", None)];
+    a matrix file -> [("T-<stem>", None)]; else every pattern x ratio."""
+    if given:
+        return [(GIVEN, None)]
+    if transition_matrix is not None:
+        return [(transition_name(transition_matrix), None)]
+    return [(p, r) for p in patterns for r in ratios]
+
+
+def rule_pattern(pattern, noise_type):
+    """The noise type whose rules INCV and Co-teaching follow (large-loss removal, k_best,
+    e_S's k, warm-up): a synthetic pattern's own, otherwise the one the user declares."""
+    return pattern if pattern in PATTERNS else _check_pattern(noise_type)
+
+
+def setting_dir(*parts_before, pattern, ratio):
+    """Path parts of a setting: ``pattern/ratio`` or, without a ratio (labels as given, a
+    matrix file), ``pattern`` alone."""
+    return [*parts_before, pattern] + ([] if ratio is None else [f"{ratio:g}"])
+
+
+def run_labels(data, pattern, ratio, *, seed, T=None):
+    """The labels of one run: ``(y_true or None, y_noisy, T or None)``.
+
+    Labels as given are used unchanged (``y_true`` None when the clean ones are unknown);
+    otherwise noise is drawn from the pattern (or the matrix ``T``) with the seed's
+    "noise" stream.
+    """
+    from utils import rng_for
+
+    if pattern == GIVEN:
+        return data.y_clean, data.y_train_noisy.copy(), None
+    if T is not None:
+        return data.y_train, add_noise_from_transition(
+            data.y_train, T, seed=rng_for(seed, "noise")), T
+    return data.y_train, add_noise(data.y_train, pattern, ratio, num_classes=data.num_classes,
+                                   seed=rng_for(seed, "noise")), \
+        transition_matrix(pattern, ratio, data.num_classes)

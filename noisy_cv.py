@@ -64,17 +64,30 @@ def parse_args(argv=None):
 
 
 def run_dir(args, dataset, pattern, ratio, seed):
-    return os.path.join(args.results_dir, dataset, pattern, f"{ratio:g}", f"seed{seed}")
+    return os.path.join(args.results_dir, *noise.setting_dir(dataset, pattern=pattern,
+                                                             ratio=ratio), f"seed{seed}")
 
 
 def summarize(*, y_true, y_noisy, idx_held, probs, test_probs, y_test, pattern, ratio,
-              num_classes):
-    """Held-out measurements next to their closed-form predictions (PAPER.md sec. 2)."""
+              num_classes, T=None):
+    """Held-out measurements next to their closed-form predictions (arXiv:1905.05040,
+    sec. 2).
+
+    ``T``: the matrix the noise was drawn from (default: the pattern's). Labels as given
+    have none: the theory then uses the empirical T of the clean labels, and without clean
+    labels (``y_true`` None) every measurement against them is None.
+    """
+    if y_true is None:
+        return _summarize_without_clean_labels(y_noisy=y_noisy, idx_held=idx_held,
+                                               probs=probs, test_probs=test_probs,
+                                               y_test=y_test, num_classes=num_classes)
     yt, yn = y_true[idx_held], y_noisy[idx_held]
     pred = probs.argmax(1)
     selected = pred == yn
     sel = metrics.selection_metrics(yt, yn, selected)
-    T = noise.transition_matrix(pattern, ratio, num_classes)
+    if T is None:
+        T = (metrics.normalized_confusion(y_true, y_noisy, num_classes)
+             if pattern == noise.GIVEN else noise.transition_matrix(pattern, ratio, num_classes))
     prior = np.bincount(yt, minlength=num_classes)
     noisy_acc = float(selected.mean())
     return {
@@ -97,18 +110,49 @@ def summarize(*, y_true, y_noisy, idx_held, probs, test_probs, y_test, pattern, 
         # the paper's and confident learning's estimates, M and CL's matrix vs. empirical T
         "noise_estimates": selection.noise_estimates(probs, yn, num_classes=num_classes,
                                                      y_true=yt),
+        **top5_accuracy(test_probs, y_test),
     }
 
 
-def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, printer):
+def top5_accuracy(probs, y):
+    """``{"test_top5_accuracy": ...}`` when there are more than 5 classes, else {}."""
+    if probs.shape[1] <= 5:
+        return {}
+    top5 = np.argsort(-probs, axis=1, kind="stable")[:, :5]
+    return {"test_top5_accuracy": float((top5 == np.asarray(y)[:, None]).any(1).mean())}
+
+
+def _summarize_without_clean_labels(*, y_noisy, idx_held, probs, test_probs, y_test,
+                                    num_classes):
+    """Labels as given, no clean labels: what needs no ground truth is measured (held-out
+    accuracy w.r.t. the given labels, the noise estimate, test accuracy); the rest is None."""
+    noisy_acc = float((probs.argmax(1) == y_noisy[idx_held]).mean())
+    return {
+        "noisy_accuracy": noisy_acc, "label_precision": None, "label_recall": None,
+        "selected": int((probs.argmax(1) == y_noisy[idx_held]).sum()),
+        "held_out_true_accuracy": None,
+        "test_accuracy": float((test_probs.argmax(1) == y_test).mean()),
+        "actual_noise_ratio": None, "held_out_noise_ratio": None,
+        "estimated_noise_ratio": noise.estimate_noise_ratio(noisy_acc, num_classes),
+        "confusion_matrix": None, "transition_matrix": None,
+        "empirical_transition_matrix": None,
+        "theory": {"accuracy": None, "label_precision": None, "label_recall": None},
+        "n_train": int(len(y_noisy)), "n_held_out": int(len(idx_held)),
+        **top5_accuracy(test_probs, y_test),
+        "noise_estimates": selection.noise_estimates(probs, y_noisy[idx_held],
+                                                     num_classes=num_classes),
+    }
+
+
+def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, printer, T=None):
     """One noisy cross-validation run into ``out``; returns its summary."""
     import training
 
-    y_noisy = noise.add_noise(data.y_train, pattern, ratio, num_classes=data.num_classes,
-                              seed=utils.rng_for(seed, "noise"))
+    y_true, y_noisy, T = noise.run_labels(data, pattern, ratio, seed=seed, T=T)
     idx_fit, idx_held = split_halves(len(y_noisy), rng=utils.rng_for(seed, "split"))
-    utils.save_npz(os.path.join(out, "labels.npz"), y_true=data.y_train, y_noisy=y_noisy,
-                   idx_fit=idx_fit, idx_held=idx_held)
+    utils.save_npz(os.path.join(out, "labels.npz"), y_noisy=y_noisy, idx_fit=idx_fit,
+                   idx_held=idx_held, train_index=data.train_index,
+                   **({} if y_true is None else {"y_true": y_true}))
     t0 = time.time()
     schedule = training.PiecewiseLR(args.lr, LR_BOUNDARIES, LR_FACTORS,
                                  paper_epochs=PAPER_EPOCHS, epochs=args.epochs)
@@ -119,8 +163,8 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
         model, initial_weights, data.x_train, y_noisy, folds=folds, x_test=data.x_test,
         epochs=args.epochs, batch_size=args.batch_size, schedule=schedule,
         augment=resolve_augmentation(args.augment, data.name), seed=seed,
-        y_true=data.y_train, log_path=os.path.join(out, "log.jsonl"),
-        verbose=args.verbose, printer=printer)
+        y_true=y_true, log_path=os.path.join(out, "log.jsonl"), verbose=args.verbose,
+        printer=printer if args.verbose != 1 else None)  # never inside Keras' progress bar
     probs, test_probs = runs[0]["probs"], runs[0]["test_probs"]
     idx_all = np.concatenate([held for _, held in folds])
     probs_all = np.concatenate([r["probs"] for r in runs])
@@ -131,26 +175,32 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
         whole = {"train_index": data.train_index, "oos_probs": oos}
     utils.save_npz(os.path.join(out, "predictions.npz"), idx_held=idx_held,
                    held_out_probs=probs, test_probs=test_probs, **whole)
-    summary = summarize(y_true=data.y_train, y_noisy=y_noisy, idx_held=idx_all,
-                        probs=probs_all, test_probs=test_probs, y_test=data.y_test,
-                        pattern=pattern, ratio=ratio, num_classes=data.num_classes)
+    summary = summarize(y_true=y_true, y_noisy=y_noisy, idx_held=idx_all, probs=probs_all,
+                        test_probs=test_probs, y_test=data.y_test, pattern=pattern,
+                        ratio=ratio, num_classes=data.num_classes, T=T)
     summary.update(dataset=data.name, arch=args.arch, pattern=pattern, ratio=ratio, seed=seed,
-                   epochs=args.epochs, folds=args.folds, seconds=round(time.time() - t0, 1))
-    plots.plot_confusion_vs_transition(
-        np.asarray(summary["confusion_matrix"]), summary["transition_matrix"],
-        os.path.join(out, "confusion.png"),
-        title=f"{data.name} {args.arch}, {pattern} e={ratio:g}, seed {seed}: held-out "
-              f"acc {summary['noisy_accuracy']:.3f} (theory {summary['theory']['accuracy']:.3f})")
-    est = summary["noise_estimates"]
-    cl = est["cl_noise_matrix"]
-    plots.plot_noise_matrices(
-        [("empirical T", est["empirical_T"]), ("held-out confusion M", est["confusion"])]
-        + ([("confident learning P(noisy | true)", cl)] if cl is not None else []),
-        os.path.join(out, "noise_matrices.png"),
-        title=f"{data.name} {args.arch}, {pattern} e={ratio:g}, seed {seed}: noise "
-              f"{est['actual']:.3f}, paper's estimate {est['paper']:.3f}"
-              + (f", confident learning's {est['confident_learning']:.3f}"
-                 if cl is not None else ""))
+                   epochs=args.epochs, folds=args.folds, seconds=round(time.time() - t0, 1),
+                   noise_type=noise.rule_pattern(pattern, args.noise_type),
+                   clean_labels_known=y_true is not None,
+                   **({"class_names": data.class_names} if data.class_names else {}))
+    if y_true is not None:
+        setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
+        plots.plot_confusion_vs_transition(
+            np.asarray(summary["confusion_matrix"]), summary["transition_matrix"],
+            os.path.join(out, "confusion.png"),
+            title=f"{data.name} {args.arch}, {setting}, seed {seed}: held-out acc "
+                  f"{summary['noisy_accuracy']:.3f} (theory "
+                  f"{summary['theory']['accuracy']:.3f})")
+        est = summary["noise_estimates"]
+        cl = est["cl_noise_matrix"]
+        plots.plot_noise_matrices(
+            [("empirical T", est["empirical_T"]), ("held-out confusion M", est["confusion"])]
+            + ([("confident learning P(noisy | true)", cl)] if cl is not None else []),
+            os.path.join(out, "noise_matrices.png"),
+            title=f"{data.name} {args.arch}, {setting}, seed {seed}: noise "
+                  f"{est['actual']:.3f}, paper's estimate {est['paper']:.3f}"
+                  + (f", confident learning's {est['confident_learning']:.3f}"
+                     if cl is not None else ""))
     utils.write_json(os.path.join(out, "summary.json"), summary)  # last: marks the run done
     return summary
 
@@ -164,9 +214,9 @@ def main(args):
     printer = print
     strategy = devices.run_strategy(args, printer)
     data = load_training_data(args, printer)
+    settings, T = utils.noise_plan(args, data, printer)
     runs = [(seed, pattern, ratio, run_dir(args, data.name, pattern, ratio, seed))
-            for seed in args.seed for pattern in args.noise_pattern
-            for ratio in args.noisy_ratio]
+            for seed in args.seed for pattern, ratio in settings]
     todo, points = utils.plan_runs([r[-1] for r in runs], skip_existing=args.skip_existing,
                                    overwrite=args.overwrite, printer=printer)
     todo = [runs[k] for k in todo]
@@ -179,24 +229,30 @@ def main(args):
             initial, current_seed = model.get_weights(), seed
         utils.prepare_run_dir(out, overwrite=args.overwrite)
         utils.write_json(os.path.join(out, "config.json"), utils.run_config(
-            args, run={"pattern": pattern, "ratio": ratio, "seed": seed},
-            n_train=int(len(data.y_train)), num_classes=data.num_classes))
-        printer(f"[{k}/{len(todo)}] {data.name} {args.arch} {pattern} e={ratio:g} "
-                f"seed {seed} -> {out}")
-        s = run_one(args, data, model, initial, pattern, ratio, seed, out, printer)
-        printer(f"  held-out noisy acc {s['noisy_accuracy']:.4f} (theory "
-                f"{s['theory']['accuracy']:.4f}), LP {s['label_precision']:.4f} "
-                f"({s['theory']['label_precision']:.4f}), LR {s['label_recall']:.4f} "
-                f"({s['theory']['label_recall']:.4f}), clean test acc "
-                f"{s['test_accuracy']:.4f}")
+            args, run={"pattern": pattern, "ratio": ratio, "seed": seed,
+                       "noise_type": noise.rule_pattern(pattern, args.noise_type)},
+            n_train=int(len(data.y_train)), num_classes=data.num_classes,
+            **utils.dataset_extras(data, out)))
+        setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
+        printer(f"[{k}/{len(todo)}] {data.name} {args.arch} {setting} seed {seed} -> {out}")
+        s = run_one(args, data, model, initial, pattern, ratio, seed, out, printer, T=T)
+        f = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731  (no clean labels)
+        printer(f"  held-out noisy acc {f(s['noisy_accuracy'])} (theory "
+                f"{f(s['theory']['accuracy'])}), LP {f(s['label_precision'])} "
+                f"({f(s['theory']['label_precision'])}), LR {f(s['label_recall'])} "
+                f"({f(s['theory']['label_recall'])}), estimated noise "
+                f"{f(s['estimated_noise_ratio'])}, test acc {f(s['test_accuracy'])}"
+                + (f", top-5 {f(s['test_top5_accuracy'])}" if "test_top5_accuracy" in s
+                   else ""))
         points.append(s)
 
-    if points:
+    sweep = [p for p in points if p.get("ratio") is not None]  # the figure needs a ratio
+    if sweep:
         base = os.path.join(args.results_dir, data.name, f"noisy_cv_{args.arch}")
         keys = ("pattern", "ratio", "seed", "noisy_accuracy", "label_precision",
                 "label_recall", "test_accuracy", "theory")
-        utils.write_json(base + ".json", [{k: p.get(k) for k in keys} for p in points])
-        plots.plot_theory_sweep(points, base + ".png", num_classes=data.num_classes,
+        utils.write_json(base + ".json", [{k: p.get(k) for k in keys} for p in sweep])
+        plots.plot_theory_sweep(sweep, base + ".png", num_classes=data.num_classes,
                                 title=f"{data.name}, {args.arch}, {args.epochs} epochs")
         printer(f"figure: {base}.png")
     return points

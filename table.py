@@ -40,6 +40,49 @@ _GRID_FLAGS = {"dataset", "data_dir", "no_download", "noise_pattern", "noisy_rat
                "incv_only"}
 
 
+# The summary.json fields the tables read, and the JSON types each may hold (None: null).
+_NUMBER = (int, float)
+_SUMMARY_TYPES = {
+    "dataset": str, "method": str, "pattern": str, "arch": str, "ratio": _NUMBER,
+    "seed": int, "epochs": int, "n_train": int, "noisy_accuracy": _NUMBER,
+    "label_precision": _NUMBER, "label_recall": _NUMBER, "estimated_noise_ratio": _NUMBER,
+    "actual_noise_ratio": _NUMBER, "test_accuracy": (dict, *_NUMBER), "theory": dict,
+    "incv": list}
+_NESTED_NUMBERS = {"test_accuracy": ("model1", "model2", "best"),
+                   "theory": ("accuracy", "label_precision", "label_recall")}
+_INCV_NUMBERS = ("iteration", "selected", "candidates", "removed", "label_precision",
+                 "label_recall")
+
+
+def _type_problem(name, obj):
+    """Why a hand-edited ``name``.json cannot be read into a table, or None when it can."""
+    def bad(value, types):
+        return value is not None and (isinstance(value, bool) or not isinstance(value, types))
+
+    if not isinstance(obj, dict):
+        return f"{name}.json holds a JSON {type(obj).__name__}, not an object"
+    if name == "config":
+        for key in ("args", "run"):
+            if bad(obj.get(key), dict):
+                return f"config.json: '{key}' is a {type(obj[key]).__name__}, not an object"
+        return None
+    for key, types in _SUMMARY_TYPES.items():
+        if bad(obj.get(key), types):
+            return f"summary.json: '{key}' is {json.dumps(obj[key])[:40]}, of the wrong type"
+    if obj.get("method") is not None and bad(obj.get("test_accuracy"), dict):
+        return "summary.json: 'test_accuracy' of an incv_train.py run must be an object"
+    for key, fields in _NESTED_NUMBERS.items():
+        if isinstance(obj.get(key), dict):
+            for field in fields:
+                if bad(obj[key].get(field), _NUMBER):
+                    return (f"summary.json: '{key}.{field}' is "
+                            f"{json.dumps(obj[key][field])[:40]}, not a number")
+    for it in obj.get("incv") or []:
+        if not isinstance(it, dict) or any(bad(it.get(k), _NUMBER) for k in _INCV_NUMBERS):
+            return "summary.json: 'incv' must be a list of objects with numeric fields"
+    return None
+
+
 def _read_run(path):
     """One run directory -> its record (see :func:`collect_runs`)."""
     files, status, reason = {}, "done", None
@@ -49,6 +92,9 @@ def _read_run(path):
             files[name] = read_json(f) if os.path.isfile(f) else None
         except (OSError, ValueError) as err:
             files[name], status, reason = None, "unreadable", f"unreadable {name}.json: {err}"
+        if files[name] is not None and _type_problem(name, files[name]):
+            status, reason = "unreadable", _type_problem(name, files[name])
+            files[name] = None
     summary, config = files["summary"], files["config"] or {}
     if summary is None and status == "done":
         status, reason = "partial", "unfinished: config.json but no summary.json"
@@ -129,6 +175,8 @@ def _label(group):
 
 
 def _setting(pattern, ratio):
+    if ratio is None:  # labels as given ("given"), a matrix file ("T-<stem>"): no ratio
+        return str(pattern)
     return f"{pattern} {ratio:g}" if isinstance(ratio, (int, float)) else f"{pattern} {ratio}"
 
 
@@ -481,7 +529,6 @@ def _table_main(args):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        prog="table.py",
         description="Tables from the runs (summary.json / config.json) under each PATH; "
                     "unfinished and missing runs are listed, never averaged in.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="results folder(s)")

@@ -3,7 +3,7 @@ resets, per-epoch checkpoints and held-out monitoring, and ``train_and_predict``
 "train on one part, predict the other" routine that noisy_cv.py and every INCV run share.
 """
 
-import json
+import re
 import time
 
 import numpy as np
@@ -154,16 +154,22 @@ class HeldOutMonitor(keras.callbacks.Callback):
 
 
 class JsonlLogger(keras.callbacks.Callback):
-    """Append one JSON line per epoch (epoch, lr, seconds, every logged metric) to ``path``;
-    optionally echo a one-line summary through ``printer``."""
+    """Append one JSON line per epoch (epoch, lr, seconds, every logged metric) to ``path``
+    (strict JSON: a NaN metric is written as null); optionally echo a one-line summary
+    with the epoch count, elapsed time and an estimate of what remains through ``printer``.
+    ``epochs``: the run's last epoch when one run spans several ``fit`` calls (default:
+    ``fit``'s)."""
 
-    def __init__(self, path, *, extra=None, printer=None, optimizer=None):
+    def __init__(self, path, *, extra=None, printer=None, optimizer=None, epochs=None):
         super().__init__()
         self.path, self.extra, self.printer = path, dict(extra or {}), printer
         self.optimizer = optimizer  # whose lr is logged; default: the model's
+        self.epochs, self.progress = epochs, utils.Progress()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.time()
+        total = self.epochs or self.params.get("epochs") or epoch + 1
+        self._progress = self.progress.mark(total - epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         row = {**self.extra, "epoch": epoch + 1,
@@ -174,10 +180,71 @@ class JsonlLogger(keras.callbacks.Callback):
         row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
         if self.path:
             with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+                f.write(utils.jsonl_line(row))
         if self.printer:
-            self.printer("  " + " ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            total = self.epochs or self.params.get("epochs")
+            metrics_ = " ".join(f"{k}={v:.4g}" for k, v in row.items()
+                                if isinstance(v, float) and k not in ("lr", "seconds"))
+            self.printer(f"  {self.extra.get('run', 'epoch')} {epoch + 1}/{total}: "
+                         f"{metrics_} ({self._progress})")
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """End the run with :class:`utils.TrainingDiverged` when an epoch's training loss
+    (any logged ``loss*``) is NaN or infinite: the run is then not reported as finished
+    (no summary.json), unlike Keras' TerminateOnNaN, which stops training quietly."""
+
+    def __init__(self, where=""):
+        super().__init__()
+        self.where = where
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = {k: v for k, v in (logs or {}).items()
+               if k.startswith("loss") and not np.isfinite(float(v))}
+        if bad:
+            shown = ", ".join(f"{k}={float(v)}" for k, v in bad.items())
+            raise utils.TrainingDiverged(
+                f"training diverged{self.where}: {shown} at epoch {epoch + 1}; no summary "
+                "written. Lower --lr, or check the data for extreme values")
+
+
+class TestTopK(keras.callbacks.Callback):
+    """Top-k accuracy of each network on the test set after each epoch, logged as
+    ``test_top{k}_accuracy_<name>`` (an inference pass of its own; the paper reports top-5
+    on mini-WebVision)."""
+
+    def __init__(self, nets, x, y, *, k=5, names=("model1", "model2")):
+        super().__init__()
+        self.nets, self.x, self.y, self.k, self.names = nets, x, np.asarray(y), k, names
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        for net, name in zip(self.nets, self.names):
+            probs = net.predict(self.x, batch_size=1024, verbose=0)
+            top = np.argsort(-probs, axis=1, kind="stable")[:, :self.k]
+            logs[f"test_top{self.k}_accuracy_{name}"] = float(
+                (top == self.y[:, None]).any(1).mean())
+
+
+class DropCleanSplit(keras.callbacks.Callback):
+    """Labels as given without clean labels: drop the logged clean / noisy splits (they
+    would compare the given labels with themselves)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in [k for k in (logs or {}) if re.search(r"(^|_)(clean|noisy)(_|\d|$)", k)]:
+            del logs[key]
+
+
+def own_data_callbacks(nets, data, *, names=("model1", "model2")):
+    """Callbacks a dataset needs beyond the paper's CIFAR setting: top-5 test accuracy when
+    there are more than 5 classes; no clean / noisy split when clean labels are unknown."""
+    cbs = []
+    if data.num_classes > 5:
+        cbs.append(TestTopK(nets, data.x_test, data.y_test, k=5, names=names))
+    if not data.clean_known:
+        cbs.append(DropCleanSplit())
+    return cbs
 
 
 def compile_classifier(model, *, lr=1e-3, steps_per_execution=1, jit_compile="auto"):
@@ -239,7 +306,8 @@ def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
     reset_optimizer(model.optimizer)
     monitor = HeldOutMonitor(x_held, y_held, y_held_true, keep_best=keep_best)
     cbs = [keras.callbacks.LearningRateScheduler(schedule), monitor,
-           JsonlLogger(log_path, extra=log_extra, printer=printer), *callbacks]
+           JsonlLogger(log_path, extra=log_extra, printer=printer),
+           StopOnNonFiniteLoss(f" (log: {log_path})" if log_path else ""), *callbacks]
     ds = make_train_dataset(x_fit, y_fit, batch_size=batch_size, augment=augment, seed=seed)
     history = model.fit(ds, epochs=epochs, callbacks=cbs, verbose=verbose, shuffle=False)
     probs = model.predict(x_held, batch_size=1024, verbose=0)

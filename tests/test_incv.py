@@ -1,10 +1,11 @@
-"""INCV bookkeeping (PAPER.md sec. 3) against a scripted stand-in for training."""
+"""INCV bookkeeping (arXiv:1905.05040, Algorithm 1) against a scripted stand-in for training."""
 
 import numpy as np
 import pytest
 
 import noise
 import incv
+from conftest import lp_lr
 
 C = 10
 
@@ -38,7 +39,7 @@ def _setting(n, agree_fraction, seed=0):
 
 
 @pytest.mark.parametrize("pattern", ["sym", "asym"])
-@pytest.mark.parametrize("agree_fraction", [0.95, 0.5, 0.25])
+@pytest.mark.parametrize("agree_fraction", [0.95, 0.5, 0.25, 0.12])
 def test_incv_follows_the_paper_step_by_step(pattern, agree_fraction):
     n = 400
     y_true, y_noisy, agree = _setting(n, agree_fraction)
@@ -62,6 +63,8 @@ def test_incv_follows_the_paper_step_by_step(pattern, agree_fraction):
             e = noise.estimate_noise_ratio(len(picked1) / (n / 2), C)
             r = min(2.0, e / (1 - e))
             k_best = 1 if (pattern == "asym" or e > 0.6) else (2 if e > 0.3 else 4)
+            if agree_fraction == 0.12:  # set-up: e ~ 0.77, the e > 0.6 branch and the cap
+                assert e > 0.6 and e / (1 - e) > 2 and r == 2.0 and k_best == 1
         assert best1 == best2 == (k <= k_best)
         removed = []
         for held, picked in ((held1, picked1), (held2, picked2)):
@@ -75,9 +78,8 @@ def test_incv_follows_the_paper_step_by_step(pattern, agree_fraction):
             Cand[removed] = False
         rec = st["iterations"][k - 1]
         assert rec["selected"] == S.sum() and rec["candidates"] == Cand.sum()
-        clean = y_true == y_noisy
-        assert rec["label_precision"] == pytest.approx((S & clean).sum() / S.sum())
-        assert rec["label_recall"] == pytest.approx((S & clean).sum() / clean.sum())
+        assert (rec["label_precision"], rec["label_recall"]) == pytest.approx(
+            lp_lr(y_true, y_noisy, S))
     assert np.array_equal(st["selected"], S) and np.array_equal(st["candidate"], Cand)
     assert st["eval_ratio"] == pytest.approx(e) and st["k_best"] == k_best
     assert st["remove_ratio"] == pytest.approx(r)

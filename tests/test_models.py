@@ -32,7 +32,8 @@ def resnet110():
 
 
 def test_model_names():
-    assert MODEL_NAMES == ("cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+    assert MODEL_NAMES == ("cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+                           "inception_resnet_v2")
 
 
 def test_resnet32_shape_and_softmax(resnet32):

@@ -1,7 +1,7 @@
 """Tests for noise.py: sampling statistics, reproducibility, theory values, estimation, errors.
 
-Expected numbers are computed by hand (or taken from PAPER.md's reference table), never by
-calling the function under test a second way.
+Expected numbers are computed by hand from the closed forms of arXiv:1905.05040 sec. 2,
+never by calling the function under test a second way.
 """
 
 import math
@@ -353,7 +353,9 @@ def test_bad_T(T, message):
 
 
 def test_T_within_tolerance_is_accepted():
-    expected_accuracy([[1.0, 0.0], [0.3, 0.7 + 1e-8]])
+    # Uniform prior: (1 + 0.3^2 + (0.7 + 1e-8)^2) / 2.
+    assert expected_accuracy([[1.0, 0.0], [0.3, 0.7 + 1e-8]]) == pytest.approx(
+        (1 + 0.09 + (0.7 + 1e-8) ** 2) / 2, abs=1e-15)
 
 
 @pytest.mark.parametrize(

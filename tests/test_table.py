@@ -4,7 +4,6 @@ import csv
 import io
 import json
 import os
-import re
 import runpy
 import shutil
 import subprocess
@@ -14,9 +13,8 @@ import numpy as np
 import pytest
 
 import table
+from conftest import ROOT, subprocess_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAPER_MD = "/work/shared/PAPER.md"
 
 # incv_train.py runs on "cifar10": accuracy (model1) per (pattern, ratio, method, seed).
 ACC = {("sym", 0.5, "incv"): [0.85, 0.84, None],        # seed 2: partial (config.json only)
@@ -33,16 +31,17 @@ def _write(path, name, obj):
         json.dump(obj, f)
 
 
-def _train_run(root, pattern, ratio, method, seed, acc, *, incv_only=False):
+def _train_run(root, pattern, ratio, method, seed, acc, *, incv_only=False, arch="resnet32",
+               epochs=200, n_train=50000):
     out = os.path.join(root, "cifar10", pattern, f"{ratio:g}", method, f"seed{seed}")
-    args = {"dataset": "cifar10", "arch": "resnet32", "epochs": 200, "lr": 0.001,
+    args = {"dataset": "cifar10", "arch": arch, "epochs": epochs, "lr": 0.001,
             "seed": [0, 1, 2], "results_dir": root, "incv_only": incv_only}
-    _write(out, "config.json", {"args": args, "n_train": 50000, "run": {
+    _write(out, "config.json", {"args": args, "n_train": n_train, "run": {
         "method": method, "pattern": pattern, "ratio": ratio, "seed": seed}})
     if acc is None:
         return out
     s = {"dataset": "cifar10", "method": method, "pattern": pattern, "ratio": ratio,
-         "seed": seed, "arch": "resnet32", "epochs": 200, "n_train": 50000,
+         "seed": seed, "arch": arch, "epochs": epochs, "n_train": n_train,
          "actual_noise_ratio": ratio + 0.01 * seed}
     if method in ("incv", "coteaching"):
         s["estimated_noise_ratio"] = ratio - 0.1 + 0.02 * seed
@@ -134,14 +133,25 @@ def test_paper_rows_for_the_settings_found(results):
     assert _row(paper, method="D2L (paper)", setting="asym 0.4")["accuracy_mean"] == 85.57
 
 
-@pytest.mark.skipif(not os.path.isfile(PAPER_MD), reason="PAPER.md not here")
-def test_paper_numbers_match_paper_md():
-    with open(PAPER_MD) as f:
-        text = f.read()
-    for name, values in table.PAPER_CIFAR10.items():
-        line = re.search(rf"^\| {re.escape(name)} \|(.*)\|$", text, re.M).group(1)
-        cells = [tuple(float(x) for x in c.strip().split("+-")) for c in line.split("|")]
-        assert cells == list(values), name
+# arXiv:1905.05040, Table 1 (CIFAR-10; sym 0.2, sym 0.5, sym 0.8, asym 0.4), as printed.
+PAPER_TABLE_1 = """
+F-correction 85.08±0.43 76.02±0.19 34.76±4.53 83.55±2.15
+Decoupling 86.72±0.32 79.31±0.62 36.90±4.61 75.27±0.83
+Co-teaching 89.05±0.32 82.12±0.59 16.21±3.02 84.55±2.81
+MentorNet 88.36±0.46 77.10±0.44 28.89±2.29 77.33±0.79
+D2L 86.12±0.43 67.39±13.62 10.02±0.04 85.57±1.21
+INCV+Co-teaching 89.71±0.18 84.78±0.33 52.27±3.50 86.04±0.54
+"""
+
+
+def test_paper_numbers_match_table_1():
+    expected = {}
+    for line in PAPER_TABLE_1.strip().splitlines():
+        name, *cells = line.split()
+        expected[name.replace("+", " + ")] = tuple(
+            tuple(float(x) for x in c.split("±")) for c in cells)
+    assert table.PAPER_CIFAR10 == expected
+    assert table.PAPER_SETTINGS == ("sym 0.2", "sym 0.5", "sym 0.8", "asym 0.4")
 
 
 def test_not_included_lists_partial_missing_and_incv_only(results):
@@ -169,6 +179,28 @@ def test_duplicate_run_is_listed_not_averaged(results, tmp_path):
     assert r["n"] == 3
     dup = [x for x in table.table_not_included(runs) if "duplicate" in x["reason"]]
     assert len(dup) == 1
+
+
+def test_runs_of_other_epochs_n_train_or_arch_are_never_averaged_together(tmp_path):
+    variants = {"": {}, "e100": {"epochs": 100}, "n5000": {"n_train": 5000},
+                "r110": {"arch": "resnet110"}}
+    for k, (name, kw) in enumerate(variants.items()):
+        root = str(tmp_path / "results" / (name or "paper"))
+        for seed in range(3):
+            _train_run(root, "sym", 0.5, "standard", seed, 0.1 * k + 0.01 * seed, **kw)
+    runs = table.collect_runs([str(tmp_path / "results")])
+    assert [r["status"] for r in runs] == ["done"] * 12  # no duplicates across variants
+    rows = [r for r in table.table_accuracy(runs) if r["source"] == "measured"]
+    assert sorted(r["group"] for r in rows) == sorted([
+        "cifar10 / resnet32 / 200 epochs / n_train 50000",
+        "cifar10 / resnet32 / 100 epochs / n_train 50000",
+        "cifar10 / resnet32 / 200 epochs / n_train 5000",
+        "cifar10 / resnet110 / 200 epochs / n_train 50000"])
+    for k, (name, kw) in enumerate(variants.items()):
+        r = _row(rows, group=f"cifar10 / {kw.get('arch', 'resnet32')} / "
+                             f"{kw.get('epochs', 200)} epochs / n_train {kw.get('n_train', 50000)}")
+        assert r["n"] == 3 and r["accuracy_mean"] == pytest.approx(100 * (0.1 * k + 0.01))
+    assert table.table_not_included(runs) == []
 
 
 def test_selection_noise_and_noisy_cv_tables(results):
@@ -260,7 +292,7 @@ def test_out_writes_markdown_and_csv(results, tmp_path, monkeypatch):
 
 def test_command_line(results, tmp_path):
     root, _ = results
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = subprocess_env()
     done = subprocess.run([sys.executable, "table.py", root, "--format", "csv"],
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr

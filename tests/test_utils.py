@@ -2,7 +2,6 @@
 
 import json
 import os
-import pickle
 
 import numpy as np
 import pytest
@@ -13,25 +12,13 @@ import utils
 import data
 import metrics
 import training
+from conftest import tiny_classifier, write_cifar
 
-
-def _write_cifar(folder, names, key, n_per_file, num_classes, seed=0):
-    """Write tiny batches in the official python layout: uint8 rows of R, G, B planes."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder)
-    written = {}
-    for name in names:
-        data = rng.integers(0, 256, (n_per_file, 3072), dtype=np.uint8)
-        labels = list(rng.integers(0, num_classes, n_per_file))
-        with open(os.path.join(folder, name), "wb") as f:
-            pickle.dump({b"data": data, key: labels, b"batch_label": b"x"}, f, protocol=2)
-        written[name] = (data, labels)
-    return written
 
 
 def test_cifar10_loader_reads_the_official_layout(tmp_path):
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    written = _write_cifar(str(tmp_path / "cifar-10-batches-py"), names, b"labels", 4, 10)
+    written = write_cifar(str(tmp_path / "cifar-10-batches-py"), names, b"labels", 4, 10)
     d = data.load_dataset("cifar10", data_dir=str(tmp_path), download=False)
     assert d.x_train.shape == (20, 32, 32, 3) and d.x_test.shape == (4, 32, 32, 3)
     assert d.x_train.dtype == np.float32 and d.num_classes == 10
@@ -43,7 +30,7 @@ def test_cifar10_loader_reads_the_official_layout(tmp_path):
 
 
 def test_cifar100_loader_uses_fine_labels(tmp_path):
-    _write_cifar(str(tmp_path / "cifar-100-python"), ["train", "test"], b"fine_labels", 6, 100)
+    write_cifar(str(tmp_path / "cifar-100-python"), ["train", "test"], b"fine_labels", 6, 100)
     d = data.load_dataset("cifar100", data_dir=str(tmp_path), download=False)
     assert d.x_train.shape == (6, 32, 32, 3) and d.x_test.shape == (6, 32, 32, 3)
 
@@ -191,14 +178,9 @@ def test_coteaching_dataset_joins_s_and_c_batches():
     assert all(inp["from_s"].numpy().all() for inp, _ in only_s)
 
 
-def _tiny_model():
-    keras.utils.set_random_seed(0)
-    m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
-    return training.compile_classifier(m, lr=1e-2)
-
 
 def test_epoch_schedule_resets_adam_at_each_drop_only():
-    m = _tiny_model()
+    m = tiny_classifier()
     x, y = np.random.default_rng(0).random((16, 3)), np.arange(16) % 2
     seen = []
     probe = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: seen.append(
@@ -212,13 +194,13 @@ def test_epoch_schedule_resets_adam_at_each_drop_only():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    m = _tiny_model()
+    m = tiny_classifier()
     x, y = np.random.default_rng(0).random((16, 3)), np.arange(16) % 2
     path = str(tmp_path / "ckpt.npz")
     m.fit(x, y, epochs=2, verbose=0, callbacks=[training.EpochCheckpoint(path, [m.optimizer])])
     saved = [w.copy() for w in m.get_weights()]
     slots = [keras.ops.convert_to_numpy(v).copy() for v in m.optimizer.variables]
-    fresh = _tiny_model()
+    fresh = tiny_classifier()
     fresh.optimizer.build(fresh.trainable_variables)
     assert training.restore_checkpoint(path, fresh, [fresh.optimizer]) == 2
     assert all(np.array_equal(a, b) for a, b in zip(saved, fresh.get_weights()))
