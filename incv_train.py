@@ -18,6 +18,12 @@ Small on a CPU::
         --method incv coteaching standard
     python incv_train.py --dataset cifar10 --n_train 5000 --incv_epochs 3 --epochs 5
 
+INCV beside confident learning (cleanlab) and the plain noisy-CV rule, on the same
+out-of-sample predictions (INCV's first iteration), each followed by the same Co-teaching::
+
+    python incv_train.py --dataset digits --arch cnn --incv_epochs 10 --epochs 30 \
+        --method incv cl ncv
+
 Just clean a dataset (selection only), or reuse a selection::
 
     python incv_train.py --dataset cifar10 --incv_only
@@ -40,10 +46,13 @@ import devices
 import metrics
 import noise
 import plots
+import selection
 import utils
 from data import describe_provenance, load_training_data, split_halves
 
-METHODS = ("incv", "coteaching", "standard")
+METHODS = ("incv", "cl", "ncv", "coteaching", "standard")
+# Selectors judged on one 2-fold round's out-of-sample probabilities (selection.py).
+ONE_ROUND_SELECTORS = ("cl", "ncv")
 SELECTIONS = ("fused", "authors")  # coteaching.SELECTIONS (tests check they agree)
 INCV_OPTIMIZERS = ("fresh", "carry")  # incv.INCV_OPTIMIZERS
 # The paper's epochs, also coteaching.PAPER_EPOCHS and incv.PAPER_INCV_EPOCHS (which scale the
@@ -118,6 +127,9 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
                                heldout_loss=st.get("heldout_loss"),
                                path_column=data.train_paths,
                                class_names=data.class_names)
+        if st.get("oos_probs") is not None and np.isfinite(st["oos_probs"]).all():
+            summary["noise_estimates"] = selection.noise_estimates(
+                st["oos_probs"], y_noisy, num_classes=data.num_classes, y_true=y_true)
         sel = (metrics.selection_metrics(y_true, y_noisy, st["selected"]) if y_true is not None
                else {"label_precision": None, "label_recall": None,
                      "selected": int(st["selected"].sum())})
@@ -125,6 +137,31 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
                        selection={**sel, "candidates": int(st["candidate"].sum())})
         s_idx, c_idx = np.flatnonzero(st["selected"]), np.flatnonzero(st["candidate"])
         e = st["eval_ratio"]
+        forget = noise.expected_noise_of_selected(e, rules, data.num_classes)
+        warmup = coteaching.warmup_epochs(rules, e, args.epochs)
+        summary.update(expected_noise_of_selected=forget, warmup_epochs=warmup)
+        if args.incv_only:
+            summary["seconds"] = round(time.time() - t0, 1)
+            return summary
+    elif method in ONE_ROUND_SELECTORS:
+        probs, source = out_of_sample_probs(args, data, y_noisy, seed=seed, out=out,
+                                            printer=printer)
+        st = selection.SELECTORS[method](probs, y_noisy, num_classes=data.num_classes)
+        write_selection(out, data, y_csv, y_noisy, st, probs, method=method, pattern=pattern,
+                        ratio=ratio)
+        sel = (metrics.selection_metrics(y_true, y_noisy, st["selected"]) if y_true is not None
+               else {"label_precision": None, "label_recall": None,
+                     "selected": int(st["selected"].sum())})
+        summary.update(estimated_noise_ratio=st["eval_ratio"], probabilities_from=source,
+                       selection={**sel, "candidates": int(st["candidate"].sum())},
+                       noise_estimates=selection.noise_estimates(
+                           probs, y_noisy, num_classes=data.num_classes, y_true=y_true))
+        lp_lr = ("" if y_true is None else f", LP {sel['label_precision']:.4f}, LR "
+                 f"{sel['label_recall']:.4f}")
+        printer(f"  {method}: |S| {sel['selected']}, |C| {int(st['candidate'].sum())}{lp_lr}, "
+                f"estimated noise {st['eval_ratio']:.4f}")
+        s_idx, c_idx = np.flatnonzero(st["selected"]), np.flatnonzero(st["candidate"])
+        e = st["eval_ratio"]  # e_S and the warm-up from it exactly as INCV's (sec. 4)
         forget = noise.expected_noise_of_selected(e, rules, data.num_classes)
         warmup = coteaching.warmup_epochs(rules, e, args.epochs)
         summary.update(expected_noise_of_selected=forget, warmup_epochs=warmup)
@@ -176,6 +213,58 @@ def final_test_accuracy(rows, *, key="test_accuracy"):
     both = [a for a in accs if a is not None]
     return {"model1": accs[0], "model2": accs[1],
             "mean": float(sum(both) / len(both)) if both else None}
+# The flags that make two runs' first INCV iteration the same computation.
+_OOS_FLAGS = ("dataset", "data_dir", "n_train", "arch", "incv_epochs", "lr", "batch_size",
+              "augment")
+
+
+def out_of_sample_probs(args, data, y_noisy, *, seed, out, printer):
+    """One 2-fold round's out-of-sample probabilities for ``--method cl`` / ``ncv``.
+
+    INCV's first iteration is that round (same halves, same initial weights, same
+    training): when the INCV run of the same setting and seed is finished with the same
+    training flags and labels, its ``probabilities.npz`` is reused, so the selectors judge
+    the very same predictions; otherwise the round is trained here. Returns (probs,
+    where they came from).
+    """
+    import incv
+
+    seed_dir = os.path.basename(out)
+    sibling = os.path.join(os.path.dirname(os.path.dirname(out)), "incv", seed_dir)
+    npz, cfg = os.path.join(sibling, "probabilities.npz"), os.path.join(sibling, "config.json")
+    if os.path.isfile(npz) and os.path.isfile(os.path.join(sibling, "summary.json")) \
+            and os.path.isfile(cfg):
+        theirs = utils.read_json(cfg).get("args", {})
+        if all(theirs.get(k) == getattr(args, k) for k in _OOS_FLAGS):
+            with np.load(npz) as f:
+                if (np.array_equal(f["y_noisy"], y_noisy)
+                        and np.array_equal(f["train_index"], data.train_index)
+                        and np.isfinite(f["probs"]).all()):
+                    printer(f"  out-of-sample probabilities: INCV's first iteration, {npz}")
+                    return f["probs"], npz
+    train_fn = incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out,
+                                       printer=printer)
+    probs = selection.cross_validation_probs(train_fn, len(y_noisy), data.num_classes,
+                                             seed=seed)
+    return probs, "trained: one 2-fold round (INCV's first iteration)"
+
+
+def write_selection(out, data, y_csv, y_noisy, st, probs, *, method, pattern, ratio):
+    """The files INCV writes, for a one-round selector: the authors' CSV columns (``y_csv``:
+    the clean labels, -1 where unknown), cleaned_set.csv (held-out loss from ``probs``)
+    and probabilities.npz."""
+    import incv
+
+    setting = pattern if ratio is None else f"{pattern}{ratio:g}"
+    incv.write_incv_csv(os.path.join(out, f"{data.name}_{setting}_{method.upper()}_results.csv"),
+                        y_csv, y_noisy, st)
+    incv.write_cleaned_set(os.path.join(out, "cleaned_set.csv"), index=data.train_index,
+                           given_label=y_noisy, selected=st["selected"],
+                           candidate=st["candidate"],
+                           heldout_loss=metrics.cross_entropy(probs, y_noisy),
+                           path_column=data.train_paths, class_names=data.class_names)
+    utils.save_npz(os.path.join(out, "probabilities.npz"), train_index=data.train_index,
+                   y_noisy=y_noisy, probs=probs)
 
 
 def parse_args(argv=None):
@@ -186,8 +275,10 @@ def parse_args(argv=None):
                                       "ResNet-32)",
                             batch_help="batch size (of the S part in Co-teaching)")
     p.add_argument("--method", type=str, nargs="+", default=["incv"], choices=METHODS,
-                   help="incv = INCV + modified Co-teaching; coteaching = Han et al. 2018 on "
-                        "the whole noisy set; standard = cross-entropy training")
+                   help="incv = INCV + modified Co-teaching; cl = confident learning's selection "
+                        "(cleanlab) + the same Co-teaching; ncv = the plain noisy cross-"
+                        "validation rule (prediction == label) + the same; coteaching = Han "
+                        "et al. 2018 on the whole noisy set; standard = cross-entropy training")
     p.add_argument("--epochs", type=int, default=PAPER_EPOCHS,
                    help="Co-teaching / standard epochs (lr drops, warm-up and Tk scale with it)")
     p.add_argument("--incv_epochs", type=int, default=PAPER_INCV_EPOCHS,

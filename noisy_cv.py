@@ -20,7 +20,7 @@ CIFAR-10 at small scale::
     python noisy_cv.py --dataset cifar10 --n_train 5000 --epochs 3 --arch resnet32
 
 Outputs: <results_dir>/<dataset>/<pattern>/<ratio>/seed<k>/ (config.json, labels.npz,
-predictions.npz, log.jsonl, summary.json, confusion.png) and, after the runs,
+predictions.npz, log.jsonl, summary.json, confusion.png, noise_matrices.png) and, after the runs,
 <results_dir>/<dataset>/noisy_cv_<arch>.png (+ .json) with every point of this call.
 """
 
@@ -35,6 +35,7 @@ import devices
 import metrics
 import noise
 import plots
+import selection
 import utils
 from data import (describe_provenance, load_training_data, resolve_augmentation,
                   split_halves)
@@ -54,6 +55,10 @@ def parse_args(argv=None):
                             arch_help="network (the authors' theory run used ResNet-110)")
     p.add_argument("--epochs", type=int, default=PAPER_EPOCHS,
                    help="training epochs (the lr schedule scales with it)")
+    p.add_argument("--folds", type=int, default=1, choices=(1, 2),
+                   help="1 = the paper's run (train on one half, predict the other); 2 = "
+                        "also train the other half from the same initial weights, so every "
+                        "training sample gets an out-of-sample prediction")
     args = p.parse_args(argv)
     utils.check_run_arguments(p, args)
     return args
@@ -103,6 +108,9 @@ def summarize(*, y_true, y_noisy, idx_held, probs, test_probs, y_test, pattern, 
                    "label_precision": noise.expected_label_precision(T, prior),
                    "label_recall": noise.expected_label_recall(T, prior)},
         "n_train": int(len(y_true)), "n_held_out": int(len(idx_held)),
+        # the paper's and confident learning's estimates, M and CL's matrix vs. empirical T
+        "noise_estimates": selection.noise_estimates(probs, yn, num_classes=num_classes,
+                                                     y_true=yt),
         **top5_accuracy(test_probs, y_test),
     }
 
@@ -132,6 +140,8 @@ def _summarize_without_clean_labels(*, y_noisy, idx_held, probs, test_probs, y_t
         "theory": {"accuracy": None, "label_precision": None, "label_recall": None},
         "n_train": int(len(y_noisy)), "n_held_out": int(len(idx_held)),
         **top5_accuracy(test_probs, y_test),
+        "noise_estimates": selection.noise_estimates(probs, y_noisy[idx_held],
+                                                     num_classes=num_classes),
     }
 
 
@@ -147,22 +157,30 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
     t0 = time.time()
     schedule = training.PiecewiseLR(args.lr, LR_BOUNDARIES, LR_FACTORS,
                                  paper_epochs=PAPER_EPOCHS, epochs=args.epochs)
-    probs, info = training.train_and_predict(
-        model, initial_weights, data.x_train[idx_fit], y_noisy[idx_fit],
-        data.x_train[idx_held], y_noisy[idx_held], epochs=args.epochs,
-        batch_size=args.batch_size, schedule=schedule,
+    # --folds 2 also trains the other fold (same initial weights): every training sample
+    # then has an out-of-sample prediction, and the measurements below use all of them.
+    folds = [(idx_fit, idx_held), (idx_held, idx_fit)][:args.folds]
+    runs = training.train_folds(
+        model, initial_weights, data.x_train, y_noisy, folds=folds, x_test=data.x_test,
+        epochs=args.epochs, batch_size=args.batch_size, schedule=schedule,
         augment=resolve_augmentation(args.augment, data.name), seed=seed,
-        y_held_true=None if y_true is None else y_true[idx_held],
-        log_path=os.path.join(out, "log.jsonl"), verbose=args.verbose,
+        y_true=y_true, log_path=os.path.join(out, "log.jsonl"), verbose=args.verbose,
         printer=printer if args.verbose != 1 else None)  # never inside Keras' progress bar
-    test_probs = model.predict(data.x_test, batch_size=1024, verbose=0)
+    probs, test_probs = runs[0]["probs"], runs[0]["test_probs"]
+    idx_all = np.concatenate([held for _, held in folds])
+    probs_all = np.concatenate([r["probs"] for r in runs])
+    whole = {}
+    if args.folds == 2:
+        oos = np.empty((len(y_noisy), probs.shape[1]), np.float32)
+        oos[idx_all] = probs_all
+        whole = {"train_index": data.train_index, "oos_probs": oos}
     utils.save_npz(os.path.join(out, "predictions.npz"), idx_held=idx_held,
-                   held_out_probs=probs, test_probs=test_probs)
-    summary = summarize(y_true=y_true, y_noisy=y_noisy, idx_held=idx_held, probs=probs,
+                   held_out_probs=probs, test_probs=test_probs, **whole)
+    summary = summarize(y_true=y_true, y_noisy=y_noisy, idx_held=idx_all, probs=probs_all,
                         test_probs=test_probs, y_test=data.y_test, pattern=pattern,
                         ratio=ratio, num_classes=data.num_classes, T=T)
     summary.update(dataset=data.name, arch=args.arch, pattern=pattern, ratio=ratio, seed=seed,
-                   epochs=args.epochs, seconds=round(time.time() - t0, 1),
+                   epochs=args.epochs, folds=args.folds, seconds=round(time.time() - t0, 1),
                    noise_type=noise.rule_pattern(pattern, args.noise_type),
                    clean_labels_known=y_true is not None,
                    **({"class_names": data.class_names} if data.class_names else {}))
@@ -176,6 +194,16 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
             title=f"{data.name} {args.arch}, {setting}, seed {seed}: held-out acc "
                   f"{summary['noisy_accuracy']:.3f} (theory "
                   f"{summary['theory']['accuracy']:.3f})")
+        est = summary["noise_estimates"]
+        cl = est["cl_noise_matrix"]
+        plots.plot_noise_matrices(
+            [("empirical T", est["empirical_T"]), ("held-out confusion M", est["confusion"])]
+            + ([("confident learning P(noisy | true)", cl)] if cl is not None else []),
+            os.path.join(out, "noise_matrices.png"),
+            title=f"{data.name} {args.arch}, {setting}, seed {seed}: noise "
+                  f"{est['actual']:.3f}, paper's estimate {est['paper']:.3f}"
+                  + (f", confident learning's {est['confident_learning']:.3f}"
+                     if cl is not None else ""))
     utils.write_json(os.path.join(out, "summary.json"), summary)  # last: marks the run done
     return summary
 

@@ -99,3 +99,31 @@ def plot_test_curves(setting_dir, seed, path, title):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     utils.save_figure(fig, path)
+
+
+def plot_noise_matrices(matrices, path, *, title=""):
+    """Side-by-side heat maps of (c, c) matrices, rows: true label, e.g. the empirical T,
+    the held-out confusion M and confident learning's estimated P(noisy | true).
+
+    matrices: list of (name, (c, c) array); NaN entries (a class nobody was counted
+    into) are left blank.
+    """
+    plt = pyplot()
+    k = len(matrices)
+    fig, axes = plt.subplots(1, k, figsize=(4.3 * k + 0.8, 4.2), squeeze=False,
+                             constrained_layout=True)
+    for ax, (name, m) in zip(axes[0], matrices):
+        m = np.asarray(m, float)
+        c = len(m)
+        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        ax.set(title=name, xlabel="predicted / noisy label", ylabel="true label",
+               xticks=range(c), yticks=range(c))
+        if c <= 10:
+            for i in range(c):
+                for j in range(c):
+                    if np.isfinite(m[i, j]):
+                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center",
+                                fontsize=5, color="white" if m[i, j] < 0.5 else "black")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    fig.suptitle(title)
+    utils.save_figure(fig, path)

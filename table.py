@@ -22,7 +22,8 @@ from data import dataset_name
 from utils import atomic_write, cli, read_json
 
 METHOD_LABELS = {"standard": "Standard", "coteaching": "Co-teaching",
-                 "incv": "INCV + Co-teaching"}
+                 "incv": "INCV + Co-teaching", "cl": "Confident learning + Co-teaching",
+                 "ncv": "Noisy CV rule + Co-teaching"}
 # arXiv:1905.05040, Table 1: the paper's CIFAR-10 clean test accuracy (%), mean and ± of 5 runs.
 PAPER_RUNS, PAPER_SETTINGS = 5, ("sym 0.2", "sym 0.5", "sym 0.8", "asym 0.4")
 PAPER_CIFAR10 = {
@@ -309,6 +310,90 @@ def table_noisy_cv(runs):
     return rows
 
 
+SELECTOR_LABELS = {"incv": "INCV", "cl": "confident learning", "ncv": "noisy CV rule"}
+
+
+def table_selectors(runs):
+    """The selectors side by side (incv_train.py incv / cl / ncv): per setting and selector,
+    |S|, |C|, LP and LR of the final selection over seeds (``summary.selection``)."""
+    rows = []
+    for (group, pattern, ratio, method), rs in _cells(
+            runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["method"]),
+            lambda r: r["method"] in SELECTOR_LABELS and bool(r["summary"].get("selection"))):
+        row = {"table": "selectors", "group": _label(group), "setting": _setting(
+            pattern, ratio), "method": SELECTOR_LABELS[method], "n": len(rs)}
+        for k in ("selected", "candidates", "label_precision", "label_recall"):
+            _put(row, k, [r["summary"]["selection"].get(k) for r in rs])
+        rows.append(row)
+    return rows
+
+
+def table_noise_estimates(runs):
+    """Every noise estimator per setting: the paper's (held-out accuracy into the inverted
+    formula, on all out-of-sample probabilities), confident learning's, INCV's own (its
+    first half, as the authors), and the actual ratio; for noisy_cv.py runs also the mean
+    absolute difference of M and of CL's matrix to the empirical T. Runs of one seed that
+    share the same probabilities (INCV, cl, ncv) count once."""
+    per_seed = {}
+    for r in runs:
+        if r["status"] != "done" or not (r["summary"] or {}).get("noise_estimates"):
+            continue
+        key = (r["kind"], _group(r), r["pattern"], r["ratio"])
+        seen = per_seed.setdefault(key, {})
+        est = dict(r["summary"]["noise_estimates"])
+        if r["method"] == "incv":
+            est["incv"] = r["summary"].get("estimated_noise_ratio")
+        seen.setdefault(r["seed"], {}).update({k: v for k, v in est.items()
+                                               if v is not None})
+    rows = []
+    for (kind, group, pattern, ratio), seeds in sorted(
+            per_seed.items(), key=lambda kv: _order((kv[0][1],) + kv[0][2:])):
+        xs = list(seeds.values())
+        row = {"table": "noise_estimates", "group": _label(group), "script": {
+            "train": "incv_train.py", "cv": "noisy_cv.py"}[kind],
+            "setting": _setting(pattern, ratio), "n": len(xs)}
+        for k in ("paper", "confident_learning", "incv", "actual", "confusion_to_T_mad",
+                  "cl_noise_matrix_to_T_mad"):
+            _put(row, k, [x.get(k) for x in xs])
+        rows.append(row)
+    return rows
+
+
+def format_comparison(tables):
+    """Markdown of :func:`table_selectors` (rows: selector, columns: settings) and
+    :func:`table_noise_estimates`; [] when neither has rows."""
+    out = []
+    if tables.get("selectors"):
+        out.append("\n## Selectors: INCV vs. confident learning vs. the noisy CV rule")
+    for label, rows in _by_group(tables.get("selectors", [])):
+        settings = list(dict.fromkeys(r["setting"] for r in rows))
+        methods = [m for m in SELECTOR_LABELS.values() if any(r["method"] == m for r in rows)]
+        cell = {(r["method"], r["setting"]): r for r in rows}
+
+        def text(r):
+            if r is None:
+                return "—"
+            return (f"|S| {_fmt(r, 'selected', 0)}, LP {_fmt(r, 'label_precision')}, "
+                    f"LR {_fmt(r, 'label_recall')} (n={r['n']})")
+        out += [f"\n### {label}\n", _markdown_table(
+            ["selector"] + settings, [[m] + [text(cell.get((m, s))) for s in settings]
+                                      for m in methods])]
+    if tables.get("selectors"):
+        out.append("\nCells: the final selected set S, mean ± sample std over seeds; LP = "
+                   "fraction of S whose label is correct, LR = fraction of the correctly "
+                   "labelled samples in S (arXiv:1905.05040, sec. 2).")
+    if tables.get("noise_estimates"):
+        out.append("\n## Noise-ratio estimates (mean ± sample std over seeds)")
+    for label, rows in _by_group(tables.get("noise_estimates", [])):
+        out += [f"\n### {label}\n", _markdown_table(
+            ["script", "setting", "n", "paper's", "confident learning", "INCV (first half)",
+             "actual", "M to T (MAD)", "CL matrix to T (MAD)"],
+            [[r["script"], r["setting"], r["n"]] + [_fmt(r, k) for k in (
+                "paper", "confident_learning", "incv", "actual", "confusion_to_T_mad",
+                "cl_noise_matrix_to_T_mad")] for r in rows])]
+    return out
+
+
 def table_not_included(runs):
     """Runs left out of a table, and why: unfinished, unreadable, duplicate, no test
     accuracy (--incv_only), or a seed that other settings of the same group have."""
@@ -338,6 +423,7 @@ def build_tables(runs):
     """All tables of a report: {name: rows}, in report order."""
     return {"accuracy": table_accuracy(runs), "incv_selection": table_selection(runs),
             "noise_ratio": table_noise(runs), "noisy_cv": table_noisy_cv(runs),
+            "selectors": table_selectors(runs), "noise_estimates": table_noise_estimates(runs),
             "not_included": table_not_included(runs)}
 
 
@@ -424,6 +510,7 @@ def format_markdown(tables):
             out.append(f"\n## {title}")
         for label, rows in _by_group(tables[name]):
             out += [f"\n### {label}\n", _markdown_table(header, [cells(r) for r in rows])]
+    out += format_comparison(tables)
     out.append("\n## Not included\n")
     out += [f"- `{r['path']}`: {r['reason']}" for r in tables["not_included"]] or ["None."]
     return "\n".join(out) + "\n"

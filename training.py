@@ -334,3 +334,45 @@ def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
     probs = model.predict(x_held, batch_size=1024, verbose=0)
     best = monitor.best_epoch + 1 if keep_best and monitor.best_epoch is not None else None
     return probs, {"history": history.history, "best_epoch": best}
+
+
+def train_folds(model, initial_weights, x, y, *, folds, x_test=None, log_extra=None,
+                **train_kwargs):
+    """Cross-validation folds, each trained from the same ``initial_weights``.
+
+    The one place that trains several folds (noisy_cv.py ``--folds 2``): a version that
+    trains the folds side by side can replace this function without touching its callers.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Compiled classifier (see :func:`train_and_predict`).
+    x, y : (n, h, w, ch) float32, (n,) int
+        The whole training set and its noisy labels.
+    folds : list of (fit_idx, held_idx)
+        Index arrays into ``x``: train on ``fit_idx``, predict ``held_idx``.
+    x_test : (m, h, w, ch) float32, optional
+        Also predicted by each fold's final (or best) network.
+    log_extra : dict, optional
+        Added to every log line, with ``fold`` (1-based).
+    **train_kwargs
+        Passed to :func:`train_and_predict` (epochs, batch_size, schedule, ...); a
+        ``y_true`` (n,) array is split into each fold's ``y_held_true``.
+
+    Returns
+    -------
+    list of dict, one per fold
+        ``probs`` (len(held_idx), c) out-of-sample probabilities, ``test_probs`` (m, c)
+        or None, ``info`` (see :func:`train_and_predict`).
+    """
+    y_true = train_kwargs.pop("y_true", None)
+    results = []
+    for k, (fit, held) in enumerate(folds, 1):
+        probs, info = train_and_predict(
+            model, initial_weights, x[fit], y[fit], x[held], y[held],
+            y_held_true=None if y_true is None else y_true[held],
+            log_extra={**(log_extra or {}), "fold": k}, **train_kwargs)
+        test_probs = None if x_test is None else model.predict(x_test, batch_size=1024,
+                                                                 verbose=0)
+        results.append({"probs": probs, "test_probs": test_probs, "info": info})
+    return results
