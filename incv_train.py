@@ -79,8 +79,7 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
             st = incv.incv_select(
                 y_noisy, num_classes=data.num_classes, pattern=pattern, seed=seed,
                 iterations=args.incv_iterations, state=st, y_true=data.y_train,
-                train_fn=incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out,
-                                            printer=printer),
+                **_incv_training(args, data, y_noisy, seed=seed, out=out, printer=printer),
                 on_iteration=lambda s: (incv.save_incv_state(state_path, s), printer(
                     f"  INCV iteration {s['iterations'][-1]['iteration']}: "
                     f"{s['iterations'][-1]}")))
@@ -139,6 +138,20 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer):
     return summary
 
 
+def _incv_training(args, data, y_noisy, *, seed, out, printer):
+    """``--incv_parallel``: INCV's two runs of an iteration side by side in one training
+    step (pair) or one after the other (sequential; also under a multi-replica --devices,
+    which the paired step does not split across replicas)."""
+    import incv
+
+    if args.incv_parallel == "pair" and \
+            devices.device_strategy(args.devices).num_replicas_in_sync == 1:
+        return {"train_pair_fn": incv.make_incv_train_pair_fn(args, data, y_noisy, seed=seed,
+                                                              out=out, printer=printer)}
+    return {"train_fn": incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out,
+                                                printer=printer)}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -154,6 +167,10 @@ def parse_args(argv=None):
     p.add_argument("--incv_epochs", type=int, default=PAPER_INCV_EPOCHS,
                    help="epochs of each INCV training run (its lr drops scale with it)")
     p.add_argument("--incv_iterations", type=int, default=4, help="INCV iterations")
+    p.add_argument("--incv_parallel", type=str, default="pair", choices=("pair", "sequential"),
+                   help="pair: train INCV's two runs of an iteration side by side in one "
+                        "training step (same results up to float rounding order, faster); "
+                        "sequential: one after the other")
     p.add_argument("--tk", type=float, default=10.0,
                    help="Co-teaching's Tk: epochs (of 200) over which the forget rate ramps up")
     p.add_argument("--forget_rate", type=float, default=None,
@@ -184,6 +201,7 @@ def run_dir(args, dataset, pattern, ratio, method, seed):
 
 def main(args):
     utils.load_tensorflow()
+    utils.set_precision(args.precision)
     printer = print
     devices.run_strategy(args, printer)  # checks --devices; runs build their models on it
     data = load_training_data(args, printer)

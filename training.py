@@ -324,7 +324,7 @@ class PairedNetworks(keras.Model):
     def train_step(self, data):
         import tensorflow as tf
 
-        (x1, x2), (y1, y2) = data
+        (x1, x2), (y1, y2), _ = keras.utils.unpack_x_y_sample_weight(data)
         nets, opts = (self.net1, self.net2), (self.optimizer1, self.optimizer2)
         with tf.GradientTape() as tape:
             p1 = self.net1(x1, training=True)
