@@ -40,7 +40,9 @@ class PiecewiseLR:
 
 
 def reset_optimizer(optimizer):
-    """Zero an optimizer's slots and step count, as a fresh one would start (keeps lr)."""
+    """Zero an optimizer's slots and step count, as a fresh one would start (keeps lr).
+    A ``LossScaleOptimizer`` (mixed_float16) keeps its loss scale; its inner one is reset."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     for v in optimizer.variables:
         if "learning_rate" not in v.path:
             v.assign(keras.ops.zeros(v.shape, v.dtype))
@@ -273,6 +275,8 @@ class PairedNetworks(keras.Model):
     ``loss`` / ``accuracy``, per network). ``call``/``predict`` use ``net1``; predict each
     network with ``net1.predict`` / ``net2.predict``. Under a ``mixed_float16`` policy each
     optimizer is wrapped in a ``LossScaleOptimizer`` as ``keras.Model.compile`` does.
+    One device only (no ``tf.distribute`` replicas): each step is small enough that its two
+    networks are the parallelism.
     """
 
     def __init__(self, net1, net2, **kwargs):
@@ -298,6 +302,10 @@ class PairedNetworks(keras.Model):
         faster on a CPU)."""
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=None, **kwargs)
+        if self.distribute_strategy.num_replicas_in_sync > 1:
+            raise ValueError("PairedNetworks trains on one device: with several replicas "
+                             "(--devices all) train the two runs one after the other "
+                             "(--incv_parallel sequential)")
         opts = [keras.optimizers.get(optimizer1), keras.optimizers.get(optimizer2)]
         if opts[0] is opts[1]:
             raise ValueError("optimizer1 and optimizer2 must be two different instances")
@@ -432,8 +440,8 @@ def train_pair_and_predict(pair, initial_weights, parts, *, epochs, batch_size, 
     for net in (pair.net1, pair.net2):
         net.set_weights(initial_weights)
     opts = [pair.optimizer1, pair.optimizer2]
-    for opt in opts:  # a LossScaleOptimizer keeps its loss scale; its inner Adam starts fresh
-        reset_optimizer(getattr(opt, "inner_optimizer", opt))
+    for opt in opts:
+        reset_optimizer(opt)
     monitors = [HeldOutMonitor(p[2], p[3], p[4], keep_best=keep_best) for p in parts]
     loggers = [JsonlLogger(log_path, extra=extra, printer=printer, optimizer=opt)
                for extra, opt in zip(log_extras, opts)]

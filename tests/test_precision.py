@@ -49,3 +49,21 @@ def test_precision_flag_is_shared_and_defaults_to_float32():
         assert parse(["--precision", "mixed_bfloat16"]).precision == "mixed_bfloat16"
         with pytest.raises(SystemExit):
             parse(["--precision", "bfloat16"])
+
+
+def test_coteaching_under_float16_scales_its_losses(policy):
+    from coteaching import CoTeaching
+
+    policy("mixed_float16")
+    cot = CoTeaching(models.build_model("cnn", (8, 8, 1), 3),
+                     models.build_model("cnn", (8, 8, 1), 3))
+    cot.compile(optimizer1=keras.optimizers.Adam(1e-3), optimizer2=keras.optimizers.Adam(1e-3))
+    assert isinstance(cot.optimizer1, keras.optimizers.LossScaleOptimizer)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 8, 8, 1), dtype=np.float32), rng.integers(0, 3, 16)
+    before = [w.copy() for w in cot.net1.get_weights()]
+    logs = cot.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss1"])
+    assert any(not np.array_equal(a, b) for a, b in zip(before, cot.net1.get_weights()))
+    training.reset_optimizer(cot.optimizer1)  # an lr drop keeps the loss scale
+    assert float(cot.optimizer1.dynamic_scale) > 0
