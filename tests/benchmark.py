@@ -385,7 +385,7 @@ def targets(results):
     for what, value, want in rows:
         verdict = "" if value is None or want is None else (
             "met" if value >= want else f"missed by {100 * (1 - value / want):.0f}%")
-        lines.append(f"| {what} | {_fmt(value, '.2f')}x | "
+        lines.append(f"| {what} | {_fmt(value, '.2f')}{'x' if value else ''} | "
                      f"{'>= ' + format(want, 'g') + 'x' if want else '(lever)'} | {verdict} |")
     return [{"what": w, "ratio": v, "target": t} for w, v, t in rows], "\n".join(lines)
 
