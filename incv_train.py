@@ -87,8 +87,7 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
             st = incv.incv_select(
                 y_noisy, num_classes=data.num_classes, pattern=rules, seed=seed,
                 iterations=args.incv_iterations, state=st, y_true=y_true,
-                train_fn=incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out,
-                                            printer=printer),
+                **_incv_training(args, data, y_noisy, seed=seed, out=out, printer=printer),
                 on_iteration=lambda s: (incv.save_incv_state(state_path, s), printer(
                     "  " + utils.incv_iteration_line(s["iterations"][-1],
                                                      args.incv_iterations))))
@@ -160,6 +159,20 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
     return summary
 
 
+def _incv_training(args, data, y_noisy, *, seed, out, printer):
+    """``--incv_parallel``: INCV's two runs of an iteration side by side in one training
+    step (pair) or one after the other (sequential; also under a multi-replica --devices,
+    which the paired step does not split across replicas)."""
+    import incv
+
+    if args.incv_parallel == "pair" and \
+            devices.device_strategy(args.devices).num_replicas_in_sync == 1:
+        return {"train_pair_fn": incv.make_incv_train_pair_fn(args, data, y_noisy, seed=seed,
+                                                              out=out, printer=printer)}
+    return {"train_fn": incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out,
+                                                printer=printer)}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -175,6 +188,10 @@ def parse_args(argv=None):
     p.add_argument("--incv_epochs", type=int, default=PAPER_INCV_EPOCHS,
                    help="epochs of each INCV training run (its lr drops scale with it)")
     p.add_argument("--incv_iterations", type=int, default=4, help="INCV iterations")
+    p.add_argument("--incv_parallel", type=str, default="pair", choices=("pair", "sequential"),
+                   help="pair: train INCV's two runs of an iteration side by side in one "
+                        "training step (same results up to float rounding order, faster); "
+                        "sequential: one after the other")
     p.add_argument("--tk", type=float, default=10.0,
                    help="Co-teaching's Tk: epochs (of 200) over which the forget rate ramps up")
     p.add_argument("--forget_rate", type=float, default=None,
@@ -208,6 +225,7 @@ def run_dir(args, dataset, pattern, ratio, method, seed):
 
 def main(args):
     utils.load_tensorflow()
+    utils.set_precision(args.precision)
     import incv  # Keras-based: after load_tensorflow()
 
     printer = print
