@@ -435,6 +435,11 @@ class _PairedRunLogs(keras.callbacks.Callback):
             for cb in cbs:
                 cb.set_model(net)
 
+    def set_params(self, params):
+        super().set_params(params)
+        for cb in (*self.monitors, *self.loggers):
+            cb.set_params(params)
+
     def on_epoch_begin(self, epoch, logs=None):
         for cb in self.loggers:
             cb.on_epoch_begin(epoch)
@@ -514,7 +519,8 @@ def train_pair_and_predict(pair, initial_weights, parts, *, epochs, batch_size, 
     loggers = [JsonlLogger(log_path, extra=extra, printer=printer, optimizer=opt)
                for extra, opt in zip(log_extras, opts)]
     cbs = [EpochSchedule(schedule, opts, reset_on_drop=False),
-           _PairedRunLogs([pair.net1, pair.net2], monitors, loggers), *callbacks]
+           _PairedRunLogs([pair.net1, pair.net2], monitors, loggers),
+           StopOnNonFiniteLoss(f" (log: {log_path})" if log_path else ""), *callbacks]
     ds = make_paired_dataset(parts[0][0], parts[0][1], parts[1][0], parts[1][1],
                              batch_size=batch_size, augment=augment, seed=seed)
     history = pair.fit(ds, epochs=epochs, callbacks=cbs, verbose=verbose, shuffle=False)
