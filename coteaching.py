@@ -234,6 +234,11 @@ class CoTeaching(keras.Model):
                     raise ValueError(
                         "the optimizers must be created under the same strategy.scope() as "
                         "the model (tf.distribute): create them inside the scope")
+            if keras.mixed_precision.global_policy().name == "mixed_float16":
+                # --precision mixed_float16: loss scaling, as keras.Model.compile adds it.
+                optimizer1, optimizer2 = (
+                    o if isinstance(o, keras.optimizers.LossScaleOptimizer)
+                    else keras.optimizers.LossScaleOptimizer(o) for o in (optimizer1, optimizer2))
             optimizer1.build(self.net1.trainable_variables)
             optimizer2.build(self.net2.trainable_variables)
         self.optimizer1 = optimizer1
@@ -328,12 +333,14 @@ class CoTeaching(keras.Model):
             sum2 = tf.reduce_sum(tf.gather(ce2, pick1))
             loss1 = tf.math.divide_no_nan(sum1, n_pick)
             loss2 = tf.math.divide_no_nan(sum2, n_pick)
-            reg = self._reg_loss(self.net1) + self._reg_loss(self.net2)
+            reg1, reg2 = self._reg_loss(self.net1), self._reg_loss(self.net2)
             if replicas == 1:
                 # total1 = loss1 + reg1 depends only on net1's variables and total2 only on
                 # net2's, so the gradient of their sum w.r.t. each net is that net's own
-                # gradient: one backward pass.
-                total = loss1 + loss2 + reg
+                # gradient: one backward pass. scale_loss: identity unless an optimizer is
+                # a LossScaleOptimizer (mixed_float16), which scales its network's part.
+                total = (self.optimizer1.scale_loss(loss1 + reg1)
+                         + self.optimizer2.scale_loss(loss2 + reg2))
             else:
                 # The optimizers *sum* the replicas' gradients. Keras scales each replica's
                 # loss by 1 / replicas (keras.src.losses.loss.scale_loss_for_distribution),
@@ -343,8 +350,10 @@ class CoTeaching(keras.Model):
                 # exchange sum is divided by the step's total keep count: the summed gradient
                 # is that of the mean over all picks, as on one device. The regularisation
                 # losses, the same on every replica, are scaled by 1 / replicas as Keras does.
-                total = (tf.math.divide_no_nan(sum1 + sum2, n_step)
-                         + reg * (1.0 / replicas))
+                total = (self.optimizer1.scale_loss(tf.math.divide_no_nan(sum1, n_step)
+                                                    + reg1 * (1.0 / replicas))
+                         + self.optimizer2.scale_loss(tf.math.divide_no_nan(sum2, n_step)
+                                                      + reg2 * (1.0 / replicas)))
         grads = tape.gradient(total, vars1 + vars2)
         self.optimizer1.apply_gradients(zip(grads[: len(vars1)], vars1))
         self.optimizer2.apply_gradients(zip(grads[len(vars1):], vars2))

@@ -606,3 +606,26 @@ def make_coteaching_dataset(x, y, clean, s_idx, c_idx, *, batch_size, c_batch_si
                 tf.gather(labels, idx))
 
     return ds.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def make_paired_dataset(x1, y1, x2, y2, *, batch_size, augment="none", seed=0):
+    """Batches for two networks trained side by side (``training.PairedNetworks``).
+
+    Each side is exactly :func:`make_train_dataset` of its own data (shuffle with ``seed``,
+    batch, augment with its own augmenter seeded with ``seed``), as the sequential runs
+    build it. An epoch is ``ceil(max(n1, n2) / batch_size)`` steps: the side with fewer
+    batches (at most one fewer: INCV's halves differ by one sample at most) cycles into its
+    next shuffled pass for the missing step(s), so every step trains both networks. With
+    ``n1 == n2`` each side yields, epoch after epoch, the batches its sequential run sees.
+
+    Yields ``((x1_batch, x2_batch), (y1_batch, y2_batch))``; the two sides' last batches
+    may differ in size.
+    """
+    import tensorflow as tf
+
+    sides = [make_train_dataset(x, y, batch_size=batch_size, augment=augment, seed=seed)
+             for x, y in ((x1, y1), (x2, y2))]
+    steps = max(-(-len(y1) // batch_size), -(-len(y2) // batch_size))
+    sides = [ds.repeat().take(steps) for ds in sides]
+    return tf.data.Dataset.zip(tuple(sides)).map(
+        lambda a, b: ((a[0], b[0]), (a[1], b[1]))).prefetch(tf.data.AUTOTUNE)

@@ -41,8 +41,8 @@ def largest_loss(idx, losses, count):
     return idx[np.argsort(losses, kind="stable")[len(idx) - count:]] if count else idx[:0]
 
 
-def incv_select(y_noisy, *, num_classes, pattern, train_fn, seed, iterations=4, state=None,
-                y_true=None, on_iteration=None):
+def incv_select(y_noisy, *, num_classes, pattern, train_fn=None, seed, iterations=4,
+                state=None, y_true=None, on_iteration=None, train_pair_fn=None):
     """Iterative Noisy Cross-Validation (arXiv:1905.05040, Algorithm 1).
 
     Parameters
@@ -51,6 +51,10 @@ def incv_select(y_noisy, *, num_classes, pattern, train_fn, seed, iterations=4, 
         Noisy labels of the whole training set.
     train_fn : callable (train_idx, held_idx, keep_best, tag) -> (len(held_idx), c) probs
         Trains from the same initial weights on ``train_idx`` and predicts ``held_idx``.
+    train_pair_fn : callable ((train1, held1), (train2, held2), keep_best, (tag1, tag2))
+        -> (probs1, probs2), optional
+        Both runs of an iteration at once (e.g. side by side in one training step); used
+        instead of ``train_fn`` when given. One of the two is required.
     seed : int
         Seeds each iteration's split of C into halves.
     state : dict, optional
@@ -70,6 +74,8 @@ def incv_select(y_noisy, *, num_classes, pattern, train_fn, seed, iterations=4, 
         iteration 1's held-out probabilities, which cover every sample once, each predicted
         by the run that did not train on it (out-of-sample).
     """
+    if train_fn is None and train_pair_fn is None:
+        raise ValueError("incv_select needs train_fn or train_pair_fn")
     n = len(y_noisy)
     st = state or {"selected": np.zeros(n, bool), "candidate": np.ones(n, bool),
                    "eval_ratio": None, "remove_ratio": None, "k_best": None,
@@ -82,10 +88,14 @@ def incv_select(y_noisy, *, num_classes, pattern, train_fn, seed, iterations=4, 
         s_idx = np.flatnonzero(st["selected"])
         keep_best = st["k_best"] is None or k <= st["k_best"]
         picked, removed = [], []
-        for h, (train_half, held) in enumerate(((halves[0], halves[1]),
-                                                (halves[1], halves[0]))):
-            probs = train_fn(np.concatenate([s_idx, train_half]), held, keep_best,
-                             f"iteration{k}-half{h + 1}")
+        runs = [(np.concatenate([s_idx, train_half]), held)
+                for train_half, held in ((halves[0], halves[1]), (halves[1], halves[0]))]
+        tags = [f"iteration{k}-half{h + 1}" for h in range(2)]
+        # keep_best is fixed for the iteration, so both runs can train at once.
+        paired = None if train_pair_fn is None else train_pair_fn(*runs, keep_best, tags)
+        for h, (train_idx, held) in enumerate(runs):
+            probs = paired[h] if paired is not None else train_fn(train_idx, held, keep_best,
+                                                                  tags[h])
             hit = probs.argmax(1) == y_noisy[held]
             loss = metrics.cross_entropy(probs, y_noisy[held])
             st["heldout_loss"][held] = loss
@@ -291,6 +301,8 @@ def _load_optimizer_state(optimizer, paths, runs_done):
     raise ValueError(f"--resume with --incv_optimizer carry: no saved optimizer state after "
                      f"INCV run {runs_done} in {os.path.dirname(paths[0])}: start that run "
                      "again with --overwrite")
+
+
 def clean_labels(x, y_noisy, *, build_model, num_classes=None, noise_type="sym", epochs=50,
                  batch_size=128, seed=0, iterations=4, y_true=None, lr=1e-3, augment="none",
                  verbose=0):
@@ -364,3 +376,40 @@ def clean_labels(x, y_noisy, *, build_model, num_classes=None, noise_type="sym",
                                np.where(st["candidate"], "candidate", "removed")),
             "heldout_loss": st["heldout_loss"], "estimated_noise_ratio": st["eval_ratio"],
             "iterations": st["iterations"]}
+
+
+def make_incv_train_pair_fn(args, data, y_noisy, *, seed, out, printer):
+    """INCV's two runs of an iteration side by side (``training.PairedNetworks``), both
+    from the same initial weights, which are those :func:`make_incv_train_fn` uses for the
+    same seed. The ``train_pair_fn`` of :func:`incv_select`."""
+    keras.utils.set_random_seed(seed)
+    initial = models_initial_weights(args, data)
+    pair = training.build_paired_classifiers(args, data)
+    schedule = training.PiecewiseLR(args.lr, INCV_BOUNDARIES, INCV_FACTORS,
+                                    paper_epochs=PAPER_INCV_EPOCHS, epochs=args.incv_epochs)
+    aug = resolve_augmentation(args.augment, data.name)
+
+    def train_pair_fn(run1, run2, keep_best, tags):
+        parts = []
+        for (train_idx, held_idx), tag in zip((run1, run2), tags):
+            printer(f"  INCV {tag}: train on {len(train_idx)}, predict {len(held_idx)}"
+                    f"{' (best checkpoint)' if keep_best else ''} (side by side)")
+            parts.append((data.x_train[train_idx], y_noisy[train_idx], data.x_train[held_idx],
+                          y_noisy[held_idx], data.y_train[held_idx]))
+        probs, _ = training.train_pair_and_predict(
+            pair, initial, parts, epochs=args.incv_epochs, batch_size=args.batch_size,
+            schedule=schedule, augment=aug, seed=seed, keep_best=keep_best,
+            log_path=os.path.join(out, "incv_log.jsonl"),
+            log_extras=[{"run": tag} for tag in tags], verbose=args.verbose,
+            printer=printer if args.verbose != 1 else None)
+        return probs
+
+    return train_pair_fn
+
+
+def models_initial_weights(args, data):
+    """The initial weights :func:`make_incv_train_fn`'s network gets after
+    ``keras.utils.set_random_seed(seed)``: one ``--arch`` network built right after it."""
+    import models
+
+    return models.build_model(args.arch, data.input_shape, data.num_classes).get_weights()

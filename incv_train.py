@@ -104,9 +104,8 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
             st = incv.incv_select(
                 y_noisy, num_classes=data.num_classes, pattern=rules, seed=seed,
                 iterations=args.incv_iterations, state=st, y_true=y_true,
-                train_fn=incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out,
-                                            printer=printer,
-                                            runs_done=2 * len(st["iterations"]) if st else 0),
+                **_incv_training(args, data, y_noisy, seed=seed, out=out, printer=printer,
+                                 runs_done=2 * len(st["iterations"]) if st else 0),
                 on_iteration=lambda s: (incv.save_incv_state(state_path, s), printer(
                     "  " + utils.incv_iteration_line(s["iterations"][-1],
                                                      args.incv_iterations))))
@@ -213,6 +212,8 @@ def final_test_accuracy(rows, *, key="test_accuracy"):
     both = [a for a in accs if a is not None]
     return {"model1": accs[0], "model2": accs[1],
             "mean": float(sum(both) / len(both)) if both else None}
+
+
 # The flags that make two runs' first INCV iteration the same computation.
 _OOS_FLAGS = ("dataset", "data_dir", "n_train", "arch", "incv_epochs", "lr", "batch_size",
               "augment")
@@ -267,6 +268,22 @@ def write_selection(out, data, y_csv, y_noisy, st, probs, *, method, pattern, ra
                    y_noisy=y_noisy, probs=probs)
 
 
+def _incv_training(args, data, y_noisy, *, seed, out, printer, runs_done=0):
+    """``--incv_parallel``: INCV's two runs of an iteration side by side in one training
+    step (pair) or one after the other (sequential). Sequential also under a multi-replica
+    --devices, which the paired step does not split across replicas, and under
+    ``--incv_optimizer carry``, where each run starts from the previous run's Adam state (a
+    chain that two simultaneous runs cannot follow)."""
+    import incv
+
+    if args.incv_parallel == "pair" and args.incv_optimizer == "fresh" and \
+            devices.device_strategy(args.devices).num_replicas_in_sync == 1:
+        return {"train_pair_fn": incv.make_incv_train_pair_fn(args, data, y_noisy, seed=seed,
+                                                              out=out, printer=printer)}
+    return {"train_fn": incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out,
+                                                printer=printer, runs_done=runs_done)}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -284,6 +301,10 @@ def parse_args(argv=None):
     p.add_argument("--incv_epochs", type=int, default=PAPER_INCV_EPOCHS,
                    help="epochs of each INCV training run (its lr drops scale with it)")
     p.add_argument("--incv_iterations", type=int, default=4, help="INCV iterations")
+    p.add_argument("--incv_parallel", type=str, default="pair", choices=("pair", "sequential"),
+                   help="pair: train INCV's two runs of an iteration side by side in one "
+                        "training step (same results up to float rounding order, faster); "
+                        "sequential: one after the other")
     p.add_argument("--tk", type=float, default=10.0,
                    help="Co-teaching's Tk: epochs (of 200) over which the forget rate ramps up")
     p.add_argument("--forget_rate", type=float, default=None,
@@ -330,6 +351,7 @@ def run_dir(args, dataset, pattern, ratio, method, seed):
 
 def main(args):
     utils.load_tensorflow()
+    utils.set_precision(args.precision)
     import incv  # Keras-based: after load_tensorflow()
 
     printer = print

@@ -85,9 +85,11 @@ def build_model(name, input_shape, num_classes):
     else:
         features = _resnet_v1_features(inputs, depth=int(key[len("resnet"):]))
         init = _V1_INIT
-    outputs = layers.Dense(
-        num_classes, activation="softmax", kernel_initializer=init, name="predictions"
-    )(features)
+    logits = layers.Dense(num_classes, kernel_initializer=init, name="predictions")(features)
+    # A separate float32 softmax: under a mixed precision policy (--precision) the
+    # probabilities, hence every loss and the INCV / Co-teaching selections, stay float32.
+    # Same numbers as Dense(activation="softmax") in float32, and the same weights.
+    outputs = layers.Activation("softmax", dtype="float32", name="softmax")(logits)
     return keras.Model(inputs, outputs, name=key)
 
 

@@ -210,6 +210,7 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
 
 def main(args):
     utils.load_tensorflow()
+    utils.set_precision(args.precision)
     import keras
 
     import training  # Keras-based: after load_tensorflow()

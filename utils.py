@@ -25,6 +25,7 @@ import numpy as np
 # (tests/test_models.py checks the two agree).
 ARCHS = ("cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
          "inception_resnet_v2")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def rng_for(seed, purpose):
@@ -350,6 +351,22 @@ def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch siz
                    help=devices.DEVICES_HELP)
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                    help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
+    p.add_argument("--precision", type=str, default="float32", choices=PRECISIONS,
+                   help="Keras dtype policy: float32 (the paper's numerics); mixed_bfloat16 "
+                        "for CPUs with AVX-512 BF16 / AMX (and recent GPUs); mixed_float16 "
+                        "for GPU tensor cores (with loss scaling). Softmax outputs and losses "
+                        "stay float32 (see README, Speed)")
+
+
+def set_precision(precision):
+    """Set Keras' global dtype policy for ``--precision`` (after :func:`load_tensorflow`,
+    before any model is built). The networks' softmax layers are float32 whatever the
+    policy (models.build_model)."""
+    import keras
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {PRECISIONS}, got {precision!r}")
+    keras.mixed_precision.set_global_policy(precision)
 
 
 def check_run_arguments(parser, args, *, positive=("epochs", "batch_size")):

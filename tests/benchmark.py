@@ -1,32 +1,44 @@
-"""Training and prediction throughput, every path side by side in one process.
+"""Training and prediction throughput, every path side by side, interleaved round by round.
 
-    .venv/bin/python tests/benchmark.py                      # defaults: a few minutes on 2 cores
+    .venv/bin/python tests/benchmark.py                      # defaults: ~10 min on 2 cores
+    .venv/bin/python tests/benchmark.py --torch_python /tmp/torchvenv/bin/python
     .venv/bin/python tests/benchmark.py --images 5120 --rounds 3 --out results/benchmark.json
 
-Prints a Markdown table and writes JSON (atomically, utils.write_json) to --out. Paths, all on
-the same random CIFAR-shaped data (uint8 pixels / 255, like CIFAR; labels 0..9) and network:
+Prints a Markdown table, the targets of issue 11 with their measured ratios, and writes JSON
+(atomically, utils.write_json) to --out. Paths, all on the same random CIFAR-shaped data
+(uint8 pixels / 255, like CIFAR; labels 0..9) and network:
 
-  keras_fit       our one-network training: datasets.make_train_dataset (authors' shift + flip)
+  keras_fit       our one-network training: data.make_train_dataset (authors' shift + flip)
                   + training.compile_classifier + model.fit, whole epochs, pipeline included.
-  coteaching_fit  our fused Co-teaching: CoTeaching + datasets.make_coteaching_dataset + fit.
+  paired_fit      INCV's two runs side by side: training.PairedNetworks +
+                  data.make_paired_dataset + fit, each network on its own half of the images
+                  (images counted for both networks: an epoch trains every image once).
+  coteaching_fit  our fused Co-teaching: CoTeaching + data.make_coteaching_dataset + fit.
   authors_loop    the authors' Co-teaching loop ported as is: per batch their augmentation
                   (the same Keras layers, called on the numpy batch), model.predict twice,
                   numpy cross-entropy + argsort, train_on_batch twice on the kept samples.
   predict         held-out prediction as INCV does it: model.predict(x, batch_size=1024).
   pipeline        make_train_dataset alone (no model): what the input pipeline costs.
-  torch_one/two   plain PyTorch ResNet (channels_last) one-net step / two-net Co-teaching
-                  step, the peer reference (no augmentation); "n/a" without torch.
+  *_bf16          keras_fit / paired_fit / coteaching_fit / predict with their models built
+                  under the mixed_bfloat16 policy (--precision mixed_bfloat16 of the scripts).
+  torch_one/two/pair  plain PyTorch ResNet (channels_last): one-net step, two-net
+                  Co-teaching step, two independent nets each on its own batch (INCV's
+                  pair); the peer reference (no augmentation). They run in their own process
+                  (tests/benchmark_torch.py, started with --torch_python), driven round by
+                  round with the Keras paths; "n/a" when torch cannot be imported there.
 
 Every path runs once untimed (tracing, allocation), then --rounds times round-robin, so that
 load from other processes on the machine hits all paths alike. The table shows the best round
-(least disturbed); the JSON keeps each round's wall and CPU seconds. "img/CPU-s" (images per
-CPU-second of this process) is a second, load-robust view on a shared machine.
+(least disturbed); the JSON keeps each round's wall and CPU seconds and the load average
+(/proc/loadavg) around it. "img/CPU-s" (images per CPU-second of the process that ran the
+path) is a second, load-robust view on a shared machine.
 
 The fp32 limit: a float32 matmul peak measured in each round (TF, same threads) divided by the
 FLOPs an image costs on that path (convolution + dense layers counted from the layer shapes;
 training = 3 x forward; Co-teaching = two networks; the authors' loop also predicts twice).
 
-Not a pytest test: the file name does not match test_*.py, so pytest never collects it.
+Not a pytest test: the file name does not match test_*.py, so pytest never collects it
+(tests/test_benchmark.py runs it tiny, without torch).
 """
 
 import argparse
@@ -46,7 +58,7 @@ def parse_args(argv=None):
                    help="images per timed epoch (default 2560 = 20 steps of 128)")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--arch", default="resnet32")
-    p.add_argument("--rounds", type=int, default=2, help="timed rounds after the warm-up one")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds after the warm-up one")
     p.add_argument("--forget_rate", type=float, default=0.2, help="Co-teaching forget rate")
     p.add_argument("--predict_images", type=int, default=10240)
     p.add_argument("--paths", nargs="+", default=None, help="run only these paths")
@@ -56,9 +68,15 @@ def parse_args(argv=None):
     p.add_argument("--onednn", choices=("on", "off", "env"), default="on",
                    help="TF_ENABLE_ONEDNN_OPTS before TF loads (TF leaves oneDNN off on CPUs "
                         "without AVX-512; 'env': keep the environment's)")
-    p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32",
-                   help="Keras dtype policy of the Keras paths (bf16 only pays on CPUs with "
-                        "avx512_bf16 / AMX)")
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"),
+                   default="float32",
+                   help="Keras dtype policy of the plain Keras paths (the *_bf16 paths are "
+                        "always mixed_bfloat16; bf16 only pays on CPUs with avx512_bf16 / AMX)")
+    p.add_argument("--jit_compile", choices=("auto", "on", "off"), default="auto",
+                   help="XLA for the one-network and paired steps (Keras' auto: off on a CPU)")
+    p.add_argument("--torch_python", default=sys.executable,
+                   help="Python interpreter that runs the PyTorch peer "
+                        "(tests/benchmark_torch.py) in its own process; default: this one")
     p.add_argument("--out", default=os.path.join(ROOT, "results", "benchmark.json"))
     return p.parse_args(argv)
 
@@ -69,14 +87,20 @@ if ARGS is not None and ARGS.onednn != "env":  # read once, when TensorFlow's li
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, ROOT)
 
-import keras
-import tensorflow as tf
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
 
-import data as datasets
-import models
-import training
-import utils
-from coteaching import CoTeaching
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import data as datasets  # noqa: E402
+import models  # noqa: E402
+import training  # noqa: E402
+import utils  # noqa: E402
+from coteaching import CoTeaching  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 # --------------------------------------------------------------------------- FLOPs and peak
@@ -123,15 +147,57 @@ def build(args, data):
     return models.build_model(args.arch, data["x"].shape[1:], 10)
 
 
+def _jit(args):
+    return {"auto": "auto", "on": True, "off": False}[args.jit_compile]
+
+
+@contextlib.contextmanager
+def policy(name):
+    """Build under the dtype policy ``name`` (models keep it once built), then restore."""
+    before = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+def bf16(builder):
+    def build_bf16(args, data):
+        with policy("mixed_bfloat16"):
+            return builder(args, data)
+    return build_bf16
+
+
 def keras_fit(args, data):
     model = training.compile_classifier(build(args, data),
-                                     steps_per_execution=args.steps_per_execution)
+                                        steps_per_execution=args.steps_per_execution,
+                                        jit_compile=_jit(args))
     ds = datasets.make_train_dataset(data["x"], data["y"], batch_size=args.batch_size,
                                   augment="standard", seed=0)
 
     def epoch():
         model.fit(ds, epochs=1, verbose=0)
         return len(data["y"])
+    return epoch
+
+
+def paired_fit(args, data):
+    """INCV's pair: two networks, each on its own half, side by side in one step."""
+    pair = training.PairedNetworks(build(args, data), build(args, data))
+    jit = _jit(args)
+    pair.compile(optimizer1=keras.optimizers.Adam(1e-3), optimizer2=keras.optimizers.Adam(1e-3),
+                 steps_per_execution=args.steps_per_execution,
+                 **({} if jit == "auto" else {"jit_compile": jit}))
+    n = len(data["y"])
+    half = n // 2
+    ds = datasets.make_paired_dataset(data["x"][:half], data["y"][:half], data["x"][half:],
+                                      data["y"][half:], batch_size=args.batch_size,
+                                      augment="standard", seed=0)
+
+    def epoch():
+        pair.fit(ds, epochs=1, verbose=0)
+        return n  # each image trained once, by one of the two networks
     return epoch
 
 
@@ -192,73 +258,46 @@ def pipeline(args, data):
 
 # --------------------------------------------------------------------------- PyTorch peer
 
-def torch_resnet(torch, depth, num_classes=10):
-    """models.resnet32's architecture: 3 x (depth-2)/6 basic blocks of 16/32/64 filters,
-    projection shortcut 1x1 conv + BN where the block downsamples or widens."""
-    nn, F = torch.nn, torch.nn.functional
-
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout)
-            self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1), nn.BatchNorm2d(cout)
-            self.proj = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride), nn.BatchNorm2d(cout))
-                         if stride > 1 or cout != cin else nn.Identity())
-
-        def forward(self, x):
-            y = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
-            return F.relu(y + self.proj(x))
-
-    blocks, cin = [nn.Conv2d(3, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU()], 16
-    for stage, f in enumerate((16, 32, 64)):
-        for b in range((depth - 2) // 6):
-            blocks.append(Block(cin, f, 2 if stage > 0 and b == 0 else 1))
-            cin = f
-    blocks += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)]
-    return nn.Sequential(*blocks).to(memory_format=torch.channels_last)
+TORCH_PATHS = ("torch_one", "torch_two", "torch_pair")
 
 
-def torch_path(args, data, nets_count):
-    import torch
+class TorchPeer:
+    """tests/benchmark_torch.py in its own process, run one path-epoch per request."""
 
-    torch.manual_seed(0)
-    torch.set_num_threads(args.intra_op or os.cpu_count())  # as many threads as TF uses
-    depth = int(args.arch.replace("resnet", ""))
-    nets = [torch_resnet(torch, depth) for _ in range(nets_count)]
-    opts = [torch.optim.Adam(n.parameters(), 1e-3) for n in nets]
-    x = torch.from_numpy(data["x"]).permute(0, 3, 1, 2).contiguous(
-        memory_format=torch.channels_last)
-    y = torch.from_numpy(data["y"])
-    ce = torch.nn.functional.cross_entropy
+    def __init__(self, args):
+        self.error, self.info, self.proc = None, {}, None
+        cmd = [args.torch_python, os.path.join(HERE, "benchmark_torch.py"), "--serve",
+               "--images", str(args.images), "--batch_size", str(args.batch_size),
+               "--arch", args.arch, "--forget_rate", str(args.forget_rate),
+               "--threads", str(args.intra_op)]
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         text=True, bufsize=1)
+        except OSError as err:
+            self.error = f"cannot start --torch_python {args.torch_python!r}: {err}"
+            return
+        line = self.proc.stdout.readline()
+        try:
+            self.info = json.loads(line)
+        except json.JSONDecodeError:
+            self.info = {"ready": False, "error": f"no answer (exit status {self.proc.wait()})"}
+        if not self.info.get("ready"):
+            self.error = self.info.get("error", "not ready")
+            self.close()
 
-    def epoch():
-        order = torch.randperm(len(y))
-        for start in range(0, len(y), args.batch_size):
-            idx = order[start:start + args.batch_size]
-            xb, yb = x[idx], y[idx]
-            for o in opts:
-                o.zero_grad(set_to_none=True)
-            if nets_count == 1:
-                ce(nets[0](xb), yb).backward()
-            else:  # Co-teaching: small-loss picks of each net train its peer
-                l1 = ce(nets[0](xb), yb, reduction="none")
-                l2 = ce(nets[1](xb), yb, reduction="none")
-                keep = round(len(yb) * (1 - args.forget_rate))
-                pick1 = torch.topk(-l1.detach(), keep).indices
-                pick2 = torch.topk(-l2.detach(), keep).indices
-                (l1[pick2].mean() + l2[pick1].mean()).backward()
-            for o in opts:
-                o.step()
-        return len(y)
-    return epoch
+    def path(self, name):
+        def run():
+            self.proc.stdin.write(name + "\n")
+            self.proc.stdin.flush()
+            return json.loads(self.proc.stdout.readline())
+        return run
 
-
-def torch_available():
-    try:
-        import torch  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.write("\n")
+                self.proc.stdin.flush()
+            self.proc.wait(timeout=60)
 
 
 # --------------------------------------------------------------------------- table
@@ -268,16 +307,22 @@ def paths(keep):
     ``keep`` is the fraction of each batch the Co-teaching steps train on."""
     return {
         "keras_fit": (keras_fit, 3, "one", "one network: make_train_dataset + fit"),
+        "paired_fit": (paired_fit, 3, "pair",
+                       "INCV pair: PairedNetworks + make_paired_dataset + fit (both nets' images)"),
         "coteaching_fit": (coteaching_fit, 6, "two",
                            "Co-teaching: CoTeaching + make_coteaching_dataset + fit"),
         "authors_loop": (authors_loop, 2 + 6 * keep, "two",
                          "authors' loop: 2x predict, numpy sort, 2x train_on_batch"),
         "predict": (predict, 1, None, "predict, batch 1024 (INCV held-out)"),
         "pipeline": (pipeline, 0, None, "input pipeline alone (shift + flip)"),
-        "torch_one": (lambda a, d: torch_path(a, d, 1), 3, "one",
-                      "PyTorch one network, channels_last"),
-        "torch_two": (lambda a, d: torch_path(a, d, 2), 6, "two",
-                      "PyTorch two-net Co-teaching step"),
+        "keras_fit_bf16": (bf16(keras_fit), 3, "one", "one network, mixed_bfloat16"),
+        "paired_fit_bf16": (bf16(paired_fit), 3, "pair", "INCV pair, mixed_bfloat16"),
+        "coteaching_fit_bf16": (bf16(coteaching_fit), 6, "two", "Co-teaching, mixed_bfloat16"),
+        "predict_bf16": (bf16(predict), 1, None, "predict, batch 1024, mixed_bfloat16"),
+        "torch_one": (None, 3, "one", "PyTorch one network, channels_last (own process)"),
+        "torch_two": (None, 6, "two", "PyTorch two-net Co-teaching step (own process)"),
+        "torch_pair": (None, 3, "pair",
+                       "PyTorch INCV pair: two nets, own batches (both nets' images)"),
     }
 
 
@@ -289,7 +334,8 @@ def summarize(results, table, peak, fwd):
     """Add the derived figures to ``results`` and return the Markdown table."""
     best = {k: max(r["images"] / r["wall_s"] for r in v["rounds"]) for k, v in results.items()}
     authors = best.get("authors_loop")
-    torch_ref = {"one": best.get("torch_one"), "two": best.get("torch_two")}
+    torch_ref = {"one": best.get("torch_one"), "two": best.get("torch_two"),
+                 "pair": best.get("torch_pair")}
     header = ("| path | images/s (best) | median | img/CPU-s | x authors' loop | x PyTorch "
               "| % of fp32 limit |")
     lines = [header, "|---|---|---|---|---|---|---|"]
@@ -304,7 +350,7 @@ def summarize(results, table, peak, fwd):
         r.update(best_images_per_s=b,
                  median_images_per_s=statistics.median(x["images"] / x["wall_s"]
                                                        for x in rounds),
-                 images_per_cpu_s=max(x["images"] / x["cpu_s"] for x in rounds),
+                 images_per_cpu_s=max(x["images"] / max(x["cpu_s"], 1e-9) for x in rounds),
                  flops_per_image=units * fwd,
                  vs_authors=b / authors if authors else None,
                  vs_torch=b / ref if ref else None,
@@ -316,6 +362,43 @@ def summarize(results, table, peak, fwd):
     return "\n".join(lines)
 
 
+def targets(results):
+    """Issue 11's targets: (what, measured ratio or None, target) rows and their Markdown."""
+    best = {k: v.get("best_images_per_s") for k, v in results.items()}
+
+    def ratio(a, b, scale=1.0):
+        return best[a] / (scale * best[b]) if best.get(a) and best.get(b) else None
+
+    rows = [("INCV pair vs one network (keras_fit)", ratio("paired_fit", "keras_fit"), 1.3),
+            ("INCV pair vs 2 x PyTorch two-net step", ratio("paired_fit", "torch_two", 2.0),
+             1.0),
+            ("INCV pair vs PyTorch pair (two nets, own batches)",
+             ratio("paired_fit", "torch_pair"), 1.0),
+            ("Co-teaching vs PyTorch two-net step", ratio("coteaching_fit", "torch_two"), 1.0),
+            ("Co-teaching vs the authors' loop", ratio("coteaching_fit", "authors_loop"), 1.8),
+            ("one network vs PyTorch one network", ratio("keras_fit", "torch_one"), 1.0),
+            ("one network bf16 vs fp32", ratio("keras_fit_bf16", "keras_fit"), None),
+            ("INCV pair bf16 vs fp32", ratio("paired_fit_bf16", "paired_fit"), None),
+            ("Co-teaching bf16 vs fp32", ratio("coteaching_fit_bf16", "coteaching_fit"), None),
+            ("predict bf16 vs fp32", ratio("predict_bf16", "predict"), None)]
+    lines = ["| target | measured | wanted | |", "|---|---|---|---|"]
+    for what, value, want in rows:
+        verdict = "" if value is None or want is None else (
+            "met" if value >= want else f"missed by {100 * (1 - value / want):.0f}%")
+        lines.append(f"| {what} | {_fmt(value, '.2f')}{'x' if value else ''} | "
+                     f"{'>= ' + format(want, 'g') + 'x' if want else '(lever)'} | {verdict} |")
+    return [{"what": w, "ratio": v, "target": t} for w, v, t in rows], "\n".join(lines)
+
+
+def loadavg():
+    """The first three fields of /proc/loadavg (1, 5, 15 min), or os.getloadavg()."""
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(v) for v in f.read().split()[:3]]
+    except OSError:
+        return list(os.getloadavg())
+
+
 # --------------------------------------------------------------------------- main
 
 def main(args):
@@ -324,50 +407,91 @@ def main(args):
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
     if args.precision != "float32":
         keras.mixed_precision.set_global_policy(args.precision)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(0)  # tests/benchmark_torch.py draws the same data
     n = args.images
     data = {"x": rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8).astype(np.float32) / 255,
             "y": rng.integers(0, 10, n), "clean": rng.random(n) < 0.8}
     fwd = forward_flops(build(args, data))
     table = paths(1 - args.forget_rate)
     wanted = args.paths or list(table)
+    unknown = set(wanted) - set(table)
+    if unknown:
+        raise SystemExit(f"error: --paths: unknown {sorted(unknown)}; choose from {list(table)}")
     v1_resnet = args.arch in ("resnet20", "resnet32", "resnet44", "resnet56")
-    if not (torch_available() and v1_resnet):  # the peer exists for the v1 ResNets only
-        wanted = [p for p in wanted if not p.startswith("torch")]
+    peer, torch_note = None, None
+    if any(p in TORCH_PATHS for p in wanted):
+        if not v1_resnet:  # the peer exists for the v1 ResNets only
+            torch_note = f"no PyTorch peer for --arch {args.arch}"
+        else:
+            peer = TorchPeer(args)
+            torch_note = peer.error
+            if peer.error:
+                peer = None
+        if peer is None:
+            print(f"PyTorch paths: n/a ({torch_note})", flush=True)
+            wanted = [p for p in wanted if p not in TORCH_PATHS]
     keras.utils.set_random_seed(0)
-    runners = {k: table[k][0](args, data) for k in wanted}
+    runners = {k: (peer.path(k) if k in TORCH_PATHS else table[k][0](args, data))
+               for k in wanted}
     print(f"{args.arch}: {fwd / 1e6:.1f} MFLOP forward per image; {n} images x "
           f"{args.rounds} rounds; warming up...", flush=True)
-    for run in runners.values():  # tracing and first allocations: not timed
-        run()
+
+    def timed(name, run):
+        if name in TORCH_PATHS:
+            return run()  # timed in its own process
+        t, c = time.perf_counter(), time.process_time()
+        images = run()
+        return {"images": images, "wall_s": time.perf_counter() - t,
+                "cpu_s": time.process_time() - c}
+
+    for name, run in runners.items():  # tracing and first allocations: not timed
+        if name not in TORCH_PATHS:  # (the peer warmed up when it started)
+            run()
     results = {k: {"rounds": []} for k in runners}
-    peaks, loads = [], [os.getloadavg()[0]]
+    peaks, loads = [], [loadavg()]
     for r in range(args.rounds):
         peaks.append(matmul_gflops())
         for name, run in runners.items():
-            t, c = time.perf_counter(), time.process_time()
-            images = run()
-            wall, cpu = time.perf_counter() - t, time.process_time() - c
-            results[name]["rounds"].append({"images": images, "wall_s": wall, "cpu_s": cpu})
-            print(f"  round {r + 1} {name}: {images / wall:.0f} images/s", flush=True)
-        loads.append(os.getloadavg()[0])
+            rec = timed(name, run)
+            rec["loadavg"] = loadavg()
+            results[name]["rounds"].append(rec)
+            print(f"  round {r + 1} {name}: {rec['images'] / rec['wall_s']:.0f} images/s "
+                  f"(load {rec['loadavg'][0]:.2f})", flush=True)
+        loads.append(loadavg())
+    if peer is not None:
+        peer.close()
     peak = max(peaks)
     markdown = summarize(results, table, peak, fwd)
-    print(f"\nfp32 matmul peak {peak:.0f} GFLOP/s (best of {len(peaks)}); training limit "
-          f"{peak * 1e9 / (3 * fwd):.0f} images/s per network; load average "
-          f"{min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} CPUs\n")
+    goals, goals_md = targets(results)
+    one_min = [v[0] for v in loads]
+    header = (f"fp32 matmul peak {peak:.0f} GFLOP/s (best of {len(peaks)}); training limit "
+              f"{peak * 1e9 / (3 * fwd):.0f} images/s per network; load average (1 min, "
+              f"/proc/loadavg) {min(one_min):.2f}..{max(one_min):.2f} on {os.cpu_count()} CPUs")
+    print(f"\n{header}\n")
     print(markdown)
+    print("\n" + goals_md)
+    torch_version = peer.info.get("torch") if peer is not None else None
     utils.write_json(args.out, {
         "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
         "args": vars(args), "forward_flops_per_image": fwd, "matmul_gflops": peaks,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "cpu": cpu_features(),
-        "cpu_count": os.cpu_count(), "load_average": loads,
+        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "load_average": loads,
         "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
-                     "torch": __import__("torch").__version__ if torch_available() else None},
-        "paths": results, "table": markdown})
+                     "torch": torch_version},
+        "torch": torch_note or "ran in its own process", "paths": results,
+        "header": header, "table": markdown, "targets": goals, "targets_table": goals_md})
     print(f"\nwrote {args.out}")
+
+
+def cpu_model():
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return None
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import data
 from conftest import ROOT, lp_lr, read_jsonl, subprocess_env
 
 
-
 def _run_cli(*argv):
     env = subprocess_env()
     return subprocess.run([sys.executable, os.path.join(ROOT, "noisy_cv.py"), *argv],

@@ -15,7 +15,6 @@ import training
 from conftest import tiny_classifier, write_cifar
 
 
-
 def test_cifar10_loader_reads_the_official_layout(tmp_path):
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     written = write_cifar(str(tmp_path / "cifar-10-batches-py"), names, b"labels", 4, 10)
@@ -176,7 +175,6 @@ def test_coteaching_dataset_joins_s_and_c_batches():
     only_s = list(data.make_coteaching_dataset(x, y, clean, s_idx, c_idx, batch_size=4,
                                                 c_batch_size=0, seed=0))
     assert all(inp["from_s"].numpy().all() for inp, _ in only_s)
-
 
 
 def test_epoch_schedule_resets_adam_at_each_drop_only():
