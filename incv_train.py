@@ -129,38 +129,26 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
         if st.get("oos_probs") is not None and np.isfinite(st["oos_probs"]).all():
             summary["noise_estimates"] = selection.noise_estimates(
                 st["oos_probs"], y_noisy, num_classes=data.num_classes, y_true=y_true)
-        sel = (metrics.selection_metrics(y_true, y_noisy, st["selected"]) if y_true is not None
-               else {"label_precision": None, "label_recall": None,
-                     "selected": int(st["selected"].sum())})
+        sel = _selection_metrics(y_true, y_noisy, st)
         summary.update(estimated_noise_ratio=st["eval_ratio"], incv=st["iterations"],
-                       selection={**sel, "candidates": int(st["candidate"].sum())})
-        s_idx, c_idx = np.flatnonzero(st["selected"]), np.flatnonzero(st["candidate"])
-        e = st["eval_ratio"]
-        forget = noise.expected_noise_of_selected(e, rules, data.num_classes)
-        warmup = coteaching.warmup_epochs(rules, e, args.epochs)
-        summary.update(expected_noise_of_selected=forget, warmup_epochs=warmup)
-        if args.incv_only:
-            summary["seconds"] = round(time.time() - t0, 1)
-            return summary
+                       selection=sel)
     elif method in ONE_ROUND_SELECTORS:
         probs, source = out_of_sample_probs(args, data, y_noisy, seed=seed, out=out,
                                             printer=printer)
         st = selection.SELECTORS[method](probs, y_noisy, num_classes=data.num_classes)
         write_selection(out, data, y_csv, y_noisy, st, probs, method=method, pattern=pattern,
                         ratio=ratio)
-        sel = (metrics.selection_metrics(y_true, y_noisy, st["selected"]) if y_true is not None
-               else {"label_precision": None, "label_recall": None,
-                     "selected": int(st["selected"].sum())})
+        sel = _selection_metrics(y_true, y_noisy, st)
         summary.update(estimated_noise_ratio=st["eval_ratio"], probabilities_from=source,
-                       selection={**sel, "candidates": int(st["candidate"].sum())},
-                       noise_estimates=selection.noise_estimates(
+                       selection=sel, noise_estimates=selection.noise_estimates(
                            probs, y_noisy, num_classes=data.num_classes, y_true=y_true))
         lp_lr = ("" if y_true is None else f", LP {sel['label_precision']:.4f}, LR "
                  f"{sel['label_recall']:.4f}")
-        printer(f"  {method}: |S| {sel['selected']}, |C| {int(st['candidate'].sum())}{lp_lr}, "
+        printer(f"  {method}: |S| {sel['selected']}, |C| {sel['candidates']}{lp_lr}, "
                 f"estimated noise {st['eval_ratio']:.4f}")
+    if method == "incv" or method in ONE_ROUND_SELECTORS:
         s_idx, c_idx = np.flatnonzero(st["selected"]), np.flatnonzero(st["candidate"])
-        e = st["eval_ratio"]  # e_S and the warm-up from it exactly as INCV's (sec. 4)
+        e = st["eval_ratio"]  # e_S and the warm-up from it, the same for every selector (sec. 4)
         forget = noise.expected_noise_of_selected(e, rules, data.num_classes)
         warmup = coteaching.warmup_epochs(rules, e, args.epochs)
         summary.update(expected_noise_of_selected=forget, warmup_epochs=warmup)
@@ -194,6 +182,14 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
                      f"{data.name}, {pattern} {'' if ratio is None else f'{ratio:g}'}, "
                      f"seed {seed}")
     return summary
+
+
+def _selection_metrics(y_true, y_noisy, st):
+    """|S|, |C|, LP and LR of a selection state (LP / LR None where clean labels are unknown)."""
+    sel = (metrics.selection_metrics(y_true, y_noisy, st["selected"]) if y_true is not None
+           else {"label_precision": None, "label_recall": None,
+                 "selected": int(st["selected"].sum())})
+    return {**sel, "candidates": int(st["candidate"].sum())}
 
 
 def final_test_accuracy(rows, *, key="test_accuracy"):

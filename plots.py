@@ -21,22 +21,8 @@ def pyplot():
 
 def plot_confusion_vs_transition(confusion, transition, path, *, title=""):
     """Side-by-side heat maps: measured held-out confusion M (true x pred) and noise T."""
-    plt = pyplot()
-    c = len(transition)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), constrained_layout=True)
-    for ax, m, name in ((axes[0], confusion, "measured confusion M (held-out)"),
-                        (axes[1], transition, "noise transition T")):
-        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
-        ax.set(title=name, xlabel="predicted / noisy label", ylabel="true label",
-               xticks=range(c), yticks=range(c))
-        if c <= 10:
-            for i in range(c):
-                for j in range(c):
-                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                            color="white" if m[i, j] < 0.5 else "black")
-    fig.colorbar(im, ax=axes, shrink=0.8)
-    fig.suptitle(title)
-    utils.save_figure(fig, path)
+    plot_noise_matrices([("measured confusion M (held-out)", confusion),
+                         ("noise transition T", transition)], path, title=title)
 
 
 def plot_theory_sweep(points, path, *, num_classes, title=""):
