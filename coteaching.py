@@ -546,26 +546,30 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
                                                    names=("model1", "model2")[:len(nets)])
     aug = resolve_augmentation(args.augment, data.name)
     test = (data.x_test, data.y_test)
+    # Each phase's pipeline counts its epochs from the phase's start: a run resumed inside a
+    # phase skips the epochs done, so it sees the batches the uninterrupted run saw.
     if standard:
-        ds = make_train_dataset(data.x_train[s_idx], y_noisy[s_idx],
-                                      batch_size=args.batch_size, augment=aug,
-                                      seed=seed)
-        phases = [(ds, args.epochs)]
+        phases = [(lambda skip: make_train_dataset(
+            data.x_train[s_idx], y_noisy[s_idx], batch_size=args.batch_size, augment=aug,
+            seed=seed, first_epoch=skip), 0, args.epochs)]
     else:
         c_batch = c_batch_size(len(s_idx), len(c_idx), args.batch_size)
-        make = lambda cb: make_coteaching_dataset(  # noqa: E731
-            data.x_train, y_noisy, clean, s_idx, c_idx, batch_size=args.batch_size,
-            c_batch_size=cb, augment=aug, seed=seed)
+
+        def make(cb):
+            return lambda skip: make_coteaching_dataset(
+                data.x_train, y_noisy, clean, s_idx, c_idx, batch_size=args.batch_size,
+                c_batch_size=cb, augment=aug, seed=seed, first_epoch=skip)
+
         # Batches come from S alone for 0-based epochs <= warmup, then S joined by C.
         if c_batch > 0 and warmup + 1 < args.epochs:
-            phases = [(make(0), warmup + 1), (make(c_batch), args.epochs)]
+            phases = [(make(0), 0, warmup + 1), (make(c_batch), warmup + 1, args.epochs)]
         else:
-            phases = [(make(0), args.epochs)]
-    for ds, end in phases:
+            phases = [(make(0), 0, args.epochs)]
+    for make_phase, begin, end in phases:
         if start < end:
-            model.fit(ds, epochs=end, initial_epoch=start, validation_data=test,
-                      validation_batch_size=1024, callbacks=callbacks, verbose=args.verbose,
-                      shuffle=False)
+            model.fit(make_phase(start - begin), epochs=end, initial_epoch=start,
+                      validation_data=test, validation_batch_size=1024, callbacks=callbacks,
+                      verbose=args.verbose, shuffle=False)
             start = end
     return utils.read_jsonl(log)
 

@@ -544,21 +544,50 @@ def _pixels_in_memory(x, chunk=4096):
     return tf.constant(x), lambda b: b
 
 
-def make_train_dataset(x, y, *, batch_size, augment="none", seed=0, shuffle=True):
+def _epoch_orders(first_epoch):
+    """A dataset whose k-th iterator (counting from 0) yields the one element
+    ``first_epoch + k``: the epoch that iterator serves.
+
+    Keras' ``fit`` makes a new iterator of a finite dataset for every epoch, so a pipeline
+    that draws epoch e's order from (seed, e) alone (stateless) gives every epoch the same
+    batches in an uninterrupted run and in one resumed at epoch ``first_epoch`` of the same
+    phase, where tf.data's own reshuffling would start again from its first order.
+    """
+    import tensorflow as tf
+
+    counter = tf.Variable(int(first_epoch) - 1, dtype=tf.int64, trainable=False)
+    return tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
+        lambda _: counter.assign_add(1))
+
+
+def _permutation(idx, seed, epoch, shuffle=True):
+    """``idx`` in epoch ``epoch``'s order: a permutation drawn from (seed, epoch) alone."""
+    import tensorflow as tf
+
+    if not shuffle:
+        return idx
+    return tf.random.experimental.stateless_shuffle(
+        idx, seed=tf.stack([tf.constant(int(seed), tf.int64), epoch]))
+
+
+def make_train_dataset(x, y, *, batch_size, augment="none", seed=0, shuffle=True,
+                       first_epoch=0):
     """A tf.data pipeline: shuffle each epoch, batch, augment in the pipeline, prefetch.
 
     The images stay in memory once (as uint8 when they are exactly k/255, as CIFAR's are,
     converted back per batch bit for bit); the pipeline shuffles indices and gathers each
-    batch. Same order as shuffling the (image, label) pairs with the same seed, but without
-    a full-size shuffle buffer (a second copy of the data) or per-image work.
+    batch, without a full-size shuffle buffer (a second copy of the data) or per-image work.
+    Each epoch's order is drawn from (``seed``, epoch) alone, counting epochs from
+    ``first_epoch`` (see :func:`_epoch_orders`): pass the number of epochs already done
+    when resuming, and the resumed run sees the batches the uninterrupted one saw.
     """
     import tensorflow as tf
 
     pixels, to_float = _pixels_in_memory(x)
     labels = tf.constant(y)
-    ds = tf.data.Dataset.range(len(x))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    idx = tf.range(len(x), dtype=tf.int64)
+    ds = _epoch_orders(first_epoch).flat_map(
+        lambda e: tf.data.Dataset.from_tensor_slices(_permutation(idx, seed, e, shuffle)))
     augmenter = make_augmenter(augment, seed=seed)
 
     def gather(idx):
@@ -567,35 +596,50 @@ def make_train_dataset(x, y, *, batch_size, augment="none", seed=0, shuffle=True
             xb = augmenter(xb, training=True)
         return xb, tf.gather(labels, idx)
 
-    ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(
+        -(-len(x) // batch_size)))
+    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def make_coteaching_dataset(x, y, clean, s_idx, c_idx, *, batch_size, c_batch_size,
-                            augment="none", seed=0):
+                            augment="none", seed=0, first_epoch=0):
     """Batches for (modified) Co-teaching: each epoch is one pass over S in batches of
     ``batch_size``; when ``c_batch_size`` > 0 each S batch is joined by ``c_batch_size``
-    samples drawn from C (reshuffled, cycling; arXiv:1905.05040, Algorithm 2).
+    samples from C, read from a fresh permutation of C each epoch (cycling through further
+    permutations if C is smaller than the epoch needs), as the authors' loop made a new C
+    iterator every epoch (arXiv:1905.05040, Algorithm 2; their INCV_main.py).
 
     Yields ``({"image": (b, h, w, ch), "from_s": (b,) float32, "clean": (b,) float32}, y)``
     with the S part first. ``clean`` (true label == noisy label) is for tracking only.
-    Like :func:`make_train_dataset` it shuffles indices into one in-memory copy of ``x``.
+    Like :func:`make_train_dataset` it gathers from one in-memory copy of ``x`` and draws
+    epoch e's orders from (``seed``, e) alone, counting from ``first_epoch``.
     """
     import tensorflow as tf
 
     pixels, to_float = _pixels_in_memory(x)
     labels, clean_f = tf.constant(y), tf.constant(np.asarray(clean, np.float32))
+    s = tf.constant(np.asarray(s_idx, np.int64))
+    c = tf.constant(np.asarray(c_idx, np.int64))
+    steps = -(-len(s_idx) // batch_size)
+    with_c = c_batch_size > 0 and len(c_idx) > 0
+    passes = -(-steps * c_batch_size // len(c_idx)) if with_c else 0
 
-    def part(idx, size, seed_, repeat):
-        ds = tf.data.Dataset.from_tensor_slices(np.asarray(idx, np.int64))
-        ds = ds.shuffle(len(idx), seed=seed_, reshuffle_each_iteration=True)
-        return ds.repeat().batch(size, drop_remainder=True) if repeat else ds.batch(size)
+    def epoch(e):
+        s_batches = tf.data.Dataset.from_tensor_slices(_permutation(s, seed, e)).batch(
+            batch_size)
+        if not with_c:
+            return s_batches.map(lambda i: (i, tf.ones_like(i, tf.float32)))
+        c_order = tf.concat([_permutation(c, seed + 1, e * passes + p) for p in range(passes)],
+                            0)[:steps * c_batch_size]
+        c_batches = tf.data.Dataset.from_tensor_slices(tf.reshape(c_order,
+                                                                  [steps, c_batch_size]))
+        return tf.data.Dataset.zip(s_batches, c_batches).map(
+            lambda si, ci: (tf.concat([si, ci], 0),
+                            tf.concat([tf.ones_like(si, tf.float32),
+                                       tf.zeros_like(ci, tf.float32)], 0)))
 
-    ds = part(s_idx, batch_size, seed, False).map(lambda i: (i, tf.ones_like(i, tf.float32)))
-    if c_batch_size > 0 and len(c_idx):
-        ds = tf.data.Dataset.zip(ds, part(c_idx, c_batch_size, seed + 1, True)).map(
-            lambda s, c: (tf.concat([s[0], c], 0),
-                          tf.concat([s[1], tf.zeros_like(c, tf.float32)], 0)))
+    ds = _epoch_orders(first_epoch).flat_map(epoch).apply(
+        tf.data.experimental.assert_cardinality(steps))
     augmenter = make_augmenter(augment, seed=seed)
 
     def to_inputs(idx, from_s):

@@ -139,6 +139,32 @@ def test_train_dataset_visits_every_sample_once_per_epoch():
     assert not np.array_equal(again, np.concatenate([b[1] for b in epoch]))  # reshuffled
 
 
+def test_pipelines_draw_each_epochs_order_from_seed_and_epoch():
+    """A pipeline started at first_epoch=k (a resumed run) yields what the uninterrupted
+    pipeline yields in its epoch k: one training run's batches do not depend on where it
+    was resumed. C is read from a fresh permutation every epoch."""
+    x = np.arange(11, dtype=np.float32).reshape(11, 1, 1, 1)
+    y = np.arange(11)
+
+    def epochs(ds, n):
+        return [[tuple(np.ravel(b[1])) for b in ds] for _ in range(n)]
+
+    full = epochs(data.make_train_dataset(x, y, batch_size=4, seed=3), 4)
+    assert len({tuple(e) for e in full}) == 4  # every epoch its own order
+    assert epochs(data.make_train_dataset(x, y, batch_size=4, seed=3, first_epoch=2), 2) \
+        == full[2:]
+    assert epochs(data.make_train_dataset(x, y, batch_size=4, seed=4), 1) != full[:1]
+    clean = np.ones(11, bool)
+    make = lambda first: data.make_coteaching_dataset(  # noqa: E731
+        x, y, clean, np.arange(7), np.arange(7, 11), batch_size=3, c_batch_size=2, seed=3,
+        first_epoch=first)
+    cot = epochs(make(0), 3)
+    assert epochs(make(1), 2) == cot[1:]
+    for e in cot:  # 3 steps x 2 C samples: one permutation of C, then 2 of the next
+        c_part = [i for batch in e for i in batch if i >= 7]
+        assert len(c_part) == 6 and sorted(c_part[:4]) == [7, 8, 9, 10]
+
+
 def test_augmentation_is_seeded_and_shape_preserving():
     x = np.random.default_rng(0).random((8, 32, 32, 3)).astype(np.float32)
     outs = [data.make_augmenter("standard", seed=3)(x, training=True) for _ in range(2)]
