@@ -16,6 +16,7 @@ import noise
 import training
 import utils
 from data import resolve_augmentation
+from progress import Progress, incv_run_line
 
 PAPER_INCV_EPOCHS = 50      # each INCV training run
 # Adam state at the start of each INCV run (--incv_optimizer): "fresh" zeroed; "carry" the state
@@ -262,10 +263,10 @@ def make_incv_train_fn(args, data, y_noisy, *, seed, out, printer, runs_done=0):
     runs = [runs_done]
     if carry and runs_done:
         _load_optimizer_state(model.optimizer, (state_path, prev_path), runs_done)
-    progress = utils.Progress()
+    progress = Progress()
 
     def train_fn(train_idx, held_idx, keep_best, tag):
-        printer("  " + utils.incv_run_line(tag, iterations=args.incv_iterations,
+        printer("  " + incv_run_line(tag, iterations=args.incv_iterations,
                                            n_train=len(train_idx), n_held=len(held_idx),
                                            keep_best=keep_best, progress=progress))
         probs, info = training.train_and_predict(

@@ -43,12 +43,14 @@ import time
 import numpy as np
 
 import devices
+import flags
 import metrics
 import noise
 import plots
 import selection
 import utils
 from data import describe_provenance, load_training_data, split_halves
+from progress import done_line, incv_iteration_line
 
 METHODS = ("incv", "cl", "ncv", "coteaching", "standard")
 # Selectors judged on one 2-fold round's out-of-sample probabilities (selection.py).
@@ -107,7 +109,7 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
                 **_incv_training(args, data, y_noisy, seed=seed, out=out, printer=printer,
                                  runs_done=2 * len(st["iterations"]) if st else 0),
                 on_iteration=lambda s: (incv.save_incv_state(state_path, s), printer(
-                    "  " + utils.incv_iteration_line(s["iterations"][-1],
+                    "  " + incv_iteration_line(s["iterations"][-1],
                                                      args.incv_iterations))))
             setting = pattern if ratio is None else f"{pattern}{ratio:g}"
             incv.write_incv_csv(os.path.join(out, f"{data.name}_{setting}_INCV_results.csv"),
@@ -283,7 +285,7 @@ def _incv_training(args, data, y_noisy, *, seed, out, printer, runs_done=0):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    utils.add_run_arguments(p, arch="resnet32",
+    flags.add_run_arguments(p, arch="resnet32",
                             arch_help="network for INCV and for training (the authors': "
                                       "ResNet-32)",
                             batch_help="batch size (of the S part in Co-teaching)")
@@ -326,7 +328,7 @@ def parse_args(argv=None):
                         "refused when a run's config.json records other flags, and an "
                         "error when no run of the grid has started")
     args = p.parse_args(argv)
-    utils.check_run_arguments(p, args, positive=("epochs", "incv_epochs", "incv_iterations",
+    flags.check_run_arguments(p, args, positive=("epochs", "incv_epochs", "incv_iterations",
                                                   "batch_size"))
     if args.forget_rate is not None and not 0.0 <= args.forget_rate < 1.0:
         p.error(f"--forget_rate must be in [0, 1), got {args.forget_rate}")
@@ -347,13 +349,13 @@ def run_dir(args, dataset, pattern, ratio, method, seed):
 
 def main(args):
     utils.load_tensorflow()
-    utils.set_precision(args.precision)
+    flags.set_precision(args.precision)
     import incv  # Keras-based: after load_tensorflow()
 
     printer = print
     devices.run_strategy(args, printer)  # checks --devices; runs build their models on it
     data = load_training_data(args, printer)
-    settings, T = utils.noise_plan(args, data, printer)
+    settings, T = flags.noise_plan(args, data, printer)
     if data.provenance is not None:
         printer(describe_provenance(data.provenance))
     runs = [(seed, pattern, ratio, method, run_dir(args, data.name, pattern, ratio, method, seed))
@@ -361,7 +363,7 @@ def main(args):
     todo, summaries = utils.plan_runs([r[-1] for r in runs], skip_existing=args.skip_existing,
                                       overwrite=args.overwrite, resume=args.resume,
                                       printer=printer)
-    utils.check_resume(args, [(r[-1], dict(zip(("seed", "pattern", "ratio", "method"), r)))
+    flags.check_resume(args, [(r[-1], dict(zip(("seed", "pattern", "ratio", "method"), r)))
                               for r in runs])
     if args.incv_results and "incv" in args.method:  # checked before any run directory
         # the CSV's clean-label column y is -1 where the clean labels are unknown
@@ -377,12 +379,12 @@ def main(args):
                 args, run={"method": method, "pattern": pattern, "ratio": ratio, "seed": seed,
                            "noise_type": noise.rule_pattern(pattern, args.noise_type)},
                 n_train=int(len(data.y_train)), num_classes=data.num_classes,
-                data_provenance=data.provenance, **utils.dataset_extras(data, out)))
+                data_provenance=data.provenance, **flags.dataset_extras(data, out)))
         setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
         printer(f"[{k}/{len(todo)}] {method} on {data.name} {setting} seed {seed} -> {out}")
         summary = run_one(args, data, method, pattern, ratio, seed, out, printer, T=T)
         utils.write_json(os.path.join(out, "summary.json"), summary)
-        printer("  " + utils.done_line(summary, out))
+        printer("  " + done_line(summary, out))
         summaries.append(summary)
     return summaries
 

@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 import devices
+import flags
 import metrics
 import noise
 import plots
@@ -51,7 +52,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    utils.add_run_arguments(p, arch="resnet110",
+    flags.add_run_arguments(p, arch="resnet110",
                             arch_help="network (the authors' theory run used ResNet-110)")
     p.add_argument("--epochs", type=int, default=PAPER_EPOCHS,
                    help="training epochs (the lr schedule scales with it)")
@@ -60,7 +61,7 @@ def parse_args(argv=None):
                         "also train the other half from the same initial weights, so every "
                         "training sample gets an out-of-sample prediction")
     args = p.parse_args(argv)
-    utils.check_run_arguments(p, args)
+    flags.check_run_arguments(p, args)
     return args
 
 
@@ -210,7 +211,7 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
 
 def main(args):
     utils.load_tensorflow()
-    utils.set_precision(args.precision)
+    flags.set_precision(args.precision)
     import keras
 
     import training  # Keras-based: after load_tensorflow()
@@ -218,7 +219,7 @@ def main(args):
     printer = print
     strategy = devices.run_strategy(args, printer)
     data = load_training_data(args, printer)
-    settings, T = utils.noise_plan(args, data, printer)
+    settings, T = flags.noise_plan(args, data, printer)
     if data.provenance is not None:
         printer(describe_provenance(data.provenance))
     runs = [(seed, pattern, ratio, run_dir(args, data.name, pattern, ratio, seed))
@@ -238,7 +239,7 @@ def main(args):
             args, run={"pattern": pattern, "ratio": ratio, "seed": seed,
                        "noise_type": noise.rule_pattern(pattern, args.noise_type)},
             n_train=int(len(data.y_train)), num_classes=data.num_classes,
-            data_provenance=data.provenance, **utils.dataset_extras(data, out)))
+            data_provenance=data.provenance, **flags.dataset_extras(data, out)))
         setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
         printer(f"[{k}/{len(todo)}] {data.name} {args.arch} {setting} seed {seed} -> {out}")
         s = run_one(args, data, model, initial, pattern, ratio, seed, out, printer, T=T)

@@ -14,6 +14,7 @@ import devices
 import metrics
 import utils
 from data import make_train_dataset
+from progress import Progress
 
 # The authors passed epsilon=1e-8 to every Adam (INCV.py, INCV_main.py, Verify_Theory.py), the
 # Keras 2 default; Keras 3's default is 1e-7.
@@ -190,7 +191,7 @@ class JsonlLogger(keras.callbacks.Callback):
         super().__init__()
         self.path, self.extra, self.printer = path, dict(extra or {}), printer
         self.optimizer = optimizer  # whose lr is logged; default: the model's
-        self.epochs, self.progress = epochs, utils.Progress()
+        self.epochs, self.progress = epochs, Progress()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.time()

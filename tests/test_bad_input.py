@@ -10,12 +10,13 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 
 import numpy as np
 import pytest
+import tomllib
 
 import data
+import flags
 import incv_train
 import noisy_cv
 import table
@@ -396,7 +397,7 @@ def test_resume_accepts_other_bookkeeping_flags_and_a_smaller_grid(tmp_path):
                                            str(tmp_path)])
     runs = [(incv_train.run_dir(args, "digits", "sym", 0.5, "incv", 0),
              {"seed": 0, "pattern": "sym", "ratio": 0.5, "method": "incv"})]
-    utils.check_resume(args, runs)  # no error
+    flags.check_resume(args, runs)  # no error
 
 
 @pytest.mark.parametrize("extra, flag", [
@@ -409,16 +410,16 @@ def test_resume_compares_every_flag_that_changes_the_run(tmp_path, extra, flag):
     args = incv_train.parse_args(DIGITS + extra + ["--resume", "--results_dir",
                                                    str(tmp_path)])
     with pytest.raises(ValueError, match="made with other flags") as err:
-        utils.check_resume(args, [(out, {"seed": 0, "pattern": "sym", "ratio": 0.5,
+        flags.check_resume(args, [(out, {"seed": 0, "pattern": "sym", "ratio": 0.5,
                                          "method": "incv"})])
     assert flag in str(err.value)
 
 
 def test_resume_mismatches_treats_a_newer_flag_at_its_default_as_equal():
     config = {"args": {"lr": 0.001}, "run": {"seed": 0}}
-    assert utils.resume_mismatches({"lr": 0.001, "new_flag": None, "new_switch": False},
+    assert flags.resume_mismatches({"lr": 0.001, "new_flag": None, "new_switch": False},
                                    {"seed": 0}, config) == []
-    assert utils.resume_mismatches({"lr": 0.001, "new_flag": 3}, {"seed": 0}, config) == [
+    assert flags.resume_mismatches({"lr": 0.001, "new_flag": 3}, {"seed": 0}, config) == [
         ("new_flag", "(not recorded)", 3)]
 
 

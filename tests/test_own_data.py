@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import data
+import flags
 import incv_train
 import models
 import noise
@@ -368,7 +369,7 @@ def test_importing_the_api_sets_nothing_beyond_tensorflow_itself():
 
 # ---------------------------------------------------------- the mini-WebVision network
 def test_arch_list_and_inception_resnet_v2_code_path(tmp_path, capsys):
-    assert utils.ARCHS == models.MODEL_NAMES
+    assert flags.ARCHS == models.MODEL_NAMES
     with pytest.raises(ValueError, match="--image_size 75 or more"):
         models.build_model("inception_resnet_v2", (32, 32, 3), 50)
     args = incv_train.parse_args(["--dataset", "digits", "--arch", "inception_resnet_v2",

@@ -1,20 +1,19 @@
 """--precision: mixed policies keep float32 probabilities and train; the flag is shared."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
-
+import flags
 import incv_train
 import models
 import noisy_cv
 import training
-import utils
 
 
 @pytest.fixture
 def policy():
-    yield utils.set_precision
+    yield flags.set_precision
     keras.mixed_precision.set_global_policy("float32")  # never leak into other tests
 
 

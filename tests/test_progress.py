@@ -1,6 +1,6 @@
 """Progress a person can read: INCV's run and iteration lines, the closing line of a run."""
 
-import utils
+from progress import Progress, done_line, format_duration, incv_iteration_line, incv_run_line
 
 
 class FakeClock:
@@ -12,17 +12,17 @@ class FakeClock:
 
 
 def test_format_duration():
-    assert [utils.format_duration(s) for s in (0, 42.4, 185, 7620)] == [
+    assert [format_duration(s) for s in (0, 42.4, 185, 7620)] == [
         "0s", "42s", "3m05s", "2h07m"]
 
 
 def test_incv_run_lines_count_runs_and_estimate_what_remains():
     clock = FakeClock()
-    progress = utils.Progress(clock)
+    progress = Progress(clock)
     lines = []
     for k in (1, 2, 3, 4):
         for h in (1, 2):
-            lines.append(utils.incv_run_line(f"iteration{k}-half{h}", iterations=4, n_train=500,
+            lines.append(incv_run_line(f"iteration{k}-half{h}", iterations=4, n_train=500,
                                              n_held=250, keep_best=k <= 2, progress=progress))
             clock.now += 60.0  # each run takes a minute
     assert lines[0] == ("INCV iteration 1/4, run 1/2: train on 500, predict 250 "
@@ -36,11 +36,11 @@ def test_incv_run_lines_count_runs_and_estimate_what_remains():
 
 def test_incv_run_line_after_resume_counts_only_the_runs_left():
     clock = FakeClock()
-    progress = utils.Progress(clock)
-    utils.incv_run_line("iteration3-half1", iterations=4, n_train=9, n_held=9, keep_best=False,
+    progress = Progress(clock)
+    incv_run_line("iteration3-half1", iterations=4, n_train=9, n_held=9, keep_best=False,
                         progress=progress)
     clock.now = 100.0
-    line = utils.incv_run_line("iteration3-half2", iterations=4, n_train=9, n_held=9,
+    line = incv_run_line("iteration3-half2", iterations=4, n_train=9, n_held=9,
                                keep_best=False, progress=progress)
     assert line.endswith("elapsed 1m40s, about 5m00s left")  # 3 runs of 100 s
 
@@ -48,14 +48,14 @@ def test_incv_run_line_after_resume_counts_only_the_runs_left():
 def test_iteration_and_done_lines_are_formatted_numbers(tmp_path):
     record = {"iteration": 2, "selected": 823, "candidates": 280, "removed": 8,
               "keep_best": True, "label_precision": 0.970123456789, "label_recall": 0.9531}
-    assert utils.incv_iteration_line(record, 4) == (
+    assert incv_iteration_line(record, 4) == (
         "INCV iteration 2/4 done: |S| 823, |C| 280, removed 8; LP 0.970, LR 0.953 of S")
     (tmp_path / "cleaned_set.csv").write_text("index,given_label,status,heldout_loss\n")
     summary = {"seconds": 75.3, "estimated_noise_ratio": 0.2301234, "actual_noise_ratio": 0.379,
                "n_train": 1347, "selection": {"selected": 823, "label_precision": 0.97,
                                               "label_recall": 0.9531},
                "test_accuracy": {"model1": 0.912345678, "model2": 0.9, "best": None}}
-    assert utils.done_line(summary, str(tmp_path)) == (
+    assert done_line(summary, str(tmp_path)) == (
         "done in 1m15s; estimated noise 0.230 (actual 0.379); selected 823 of 1347 "
         "(LP 0.970, LR 0.953); test accuracy model1 0.9123, model2 0.9000\n"
         f"  cleaned set: {tmp_path / 'cleaned_set.csv'}")

@@ -10,21 +10,20 @@ schedule constants, and the closed forms of sec. 2 against predictions drawn fro
 import argparse
 import os
 
+import keras
 import numpy as np
 import pytest
-
-import keras
+from conftest import lp_lr, read_jsonl, tiny_classifier, write_cifar
 
 import coteaching
 import data
+import flags
 import incv
 import incv_train
 import models
 import noise
 import noisy_cv
 import training
-import utils
-from conftest import lp_lr, read_jsonl, tiny_classifier, write_cifar
 
 # ------------------------------------------------------------------ schedule constants
 
@@ -61,7 +60,7 @@ def test_coteaching_lr_drops_at_0_based_epochs_80_120_160_180():
 def test_scripts_and_modules_agree_on_constants():
     assert incv_train.PAPER_EPOCHS == coteaching.PAPER_EPOCHS == 200
     assert incv_train.PAPER_INCV_EPOCHS == incv.PAPER_INCV_EPOCHS == 50
-    assert utils.ARCHS == models.MODEL_NAMES
+    assert flags.ARCHS == models.MODEL_NAMES
     defaults = incv_train.parse_args([])
     assert (defaults.epochs, defaults.incv_epochs, defaults.tk, defaults.batch_size,
             defaults.lr, defaults.incv_iterations) == (200, 50, 10.0, 128, 1e-3, 4)
