@@ -195,8 +195,8 @@ class JsonlLogger(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.time()
-        total = self.epochs or self.params.get("epochs") or epoch + 1
-        self._progress = self.progress.mark(total - epoch)
+        if self.progress.t0 is None:  # the clock starts with the first epoch of this process
+            self.progress.mark(0)
 
     def on_epoch_end(self, epoch, logs=None):
         row = {**self.extra, "epoch": epoch + 1,
@@ -209,11 +209,12 @@ class JsonlLogger(keras.callbacks.Callback):
             with open(self.path, "a") as f:
                 f.write(utils.jsonl_line(row))
         if self.printer:
-            total = self.epochs or self.params.get("epochs")
+            total = self.epochs or self.params.get("epochs") or epoch + 1
             metrics_ = " ".join(f"{k}={v:.4g}" for k, v in row.items()
                                 if isinstance(v, float) and k not in ("lr", "seconds"))
+            # elapsed including this epoch; what remains from the epochs finished so far
             self.printer(f"  {self.extra.get('run', 'epoch')} {epoch + 1}/{total}: "
-                         f"{metrics_} ({self._progress})")
+                         f"{metrics_} ({self.progress.mark(total - epoch - 1)})")
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
