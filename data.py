@@ -247,7 +247,9 @@ def check_npz_labels(path, y_train, y_test):
                          "fix the test labels or drop those samples")
 
 
-def _to_unit_float(x):
+def to_unit_float(x):
+    """Images as float32 NHWC in [0, 1]: (n, h, w) gains a channel axis, uint8 is divided
+    by 255 (as the authors did), floats are kept as they are."""
     x = x[..., None] if x.ndim == 3 else x
     if x.dtype == np.uint8:
         return x.astype(np.float32) / np.float32(255.0)
@@ -314,7 +316,7 @@ def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=
             raise ValueError(f"{spec}: {k} must hold non-negative integer class labels")
     if spec.endswith(".npz"):
         check_npz_labels(spec, ytr, yte)
-    xtr, xte = _to_unit_float(xtr), _to_unit_float(xte)
+    xtr, xte = to_unit_float(xtr), to_unit_float(xte)
     if xtr.shape[1:] != xte.shape[1:]:
         raise ValueError(f"{spec}: x_train and x_test images differ in shape: "
                          f"{xtr.shape[1:]} vs {xte.shape[1:]}")
@@ -449,7 +451,7 @@ def load_image_folder(folder, *, image_size=32, labels=None, folder_labels="clea
     given = None if labels is None else read_labels_file(labels, paths, classes)
     if folder_labels == "given":
         given = ytr.copy()
-    return Data(dataset_name(folder), _to_unit_float(xtr), ytr, _to_unit_float(xte), yte,
+    return Data(dataset_name(folder), to_unit_float(xtr), ytr, to_unit_float(xte), yte,
                 len(classes), y_train_noisy=given, clean_known=folder_labels == "clean",
                 class_names=list(classes), train_paths=paths)
 

@@ -15,8 +15,8 @@ import metrics
 import noise
 import training
 import utils
-from data import resolve_augmentation
-from progress import Progress, incv_run_line
+from data import resolve_augmentation, to_unit_float
+from progress import Progress, incv_pair_line, incv_run_line
 
 PAPER_INCV_EPOCHS = 50      # each INCV training run
 # Adam state at the start of each INCV run (--incv_optimizer): "fresh" zeroed; "carry" the state
@@ -337,9 +337,7 @@ def clean_labels(x, y_noisy, *, build_model, num_classes=None, noise_type="sym",
         ``status`` (n,) str; ``heldout_loss`` (n,) float (NaN where never predicted);
         ``estimated_noise_ratio``; ``iterations`` (one record per iteration).
     """
-    x = np.asarray(x)
-    x = x[..., None] if x.ndim == 3 else x
-    x = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else x.astype(np.float32)
+    x = to_unit_float(np.asarray(x))  # as the loaders: (n, h, w) gains a channel, uint8 / 255
     y = noise._check_labels(y_noisy, "y_noisy")
     if x.ndim != 4 or len(x) != len(y):
         raise ValueError(f"x must be (n, h, w[, ch]) images, one per label: got shape {x.shape} "
@@ -389,14 +387,16 @@ def make_incv_train_pair_fn(args, data, y_noisy, *, seed, out, printer):
     schedule = training.PiecewiseLR(args.lr, INCV_BOUNDARIES, INCV_FACTORS,
                                     paper_epochs=PAPER_INCV_EPOCHS, epochs=args.incv_epochs)
     aug = resolve_augmentation(args.augment, data.name)
+    progress = Progress()
 
     def train_pair_fn(run1, run2, keep_best, tags):
-        parts = []
-        for (train_idx, held_idx), tag in zip((run1, run2), tags):
-            printer(f"  INCV {tag}: train on {len(train_idx)}, predict {len(held_idx)}"
-                    f"{' (best checkpoint)' if keep_best else ''} (side by side)")
-            parts.append((data.x_train[train_idx], y_noisy[train_idx], data.x_train[held_idx],
-                          y_noisy[held_idx], data.y_train[held_idx]))
+        printer("  " + incv_pair_line(tags, iterations=args.incv_iterations,
+                                      n_train=(len(run1[0]), len(run2[0])),
+                                      n_held=(len(run1[1]), len(run2[1])),
+                                      keep_best=keep_best, progress=progress))
+        # clean labels for tracking only, as the sequential runs: none when unknown
+        parts = [(data.x_train[t], y_noisy[t], data.x_train[h], y_noisy[h],
+                  None if data.y_clean is None else data.y_clean[h]) for t, h in (run1, run2)]
         probs, _ = training.train_pair_and_predict(
             pair, initial, parts, epochs=args.incv_epochs, batch_size=args.batch_size,
             schedule=schedule, augment=aug, seed=seed, keep_best=keep_best,

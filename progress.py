@@ -52,6 +52,17 @@ def incv_run_line(tag, *, iterations, n_train, n_held, keep_best, progress):
             f"{' (best checkpoint)' if keep_best else ''}; {progress.mark(remaining)}")
 
 
+def incv_pair_line(tags, *, iterations, n_train, n_held, keep_best, progress):
+    """The line printed as an iteration's two INCV runs start side by side (``tags`` as
+    incv_select names them), e.g. "INCV iteration 2/4, runs 1 and 2 side by side: train on
+    812 and 813, predict 301 and 300 (best checkpoint); elapsed 6m10s, about 12m20s left"
+    (the estimate counts iterations, each one step of ``progress``)."""
+    k = int(tags[0][len("iteration"):].split("-half")[0])
+    return (f"INCV iteration {k}/{iterations}, runs 1 and 2 side by side: train on "
+            f"{n_train[0]} and {n_train[1]}, predict {n_held[0]} and {n_held[1]}"
+            f"{' (best checkpoint)' if keep_best else ''}; {progress.mark(iterations - k + 1)}")
+
+
 def _num(value, digits=3):
     return "n/a" if value is None else f"{value:.{digits}f}"
 

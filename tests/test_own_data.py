@@ -105,6 +105,8 @@ def test_given_labels_without_clean_labels_report_null_not_fake(npz_files, tmp_p
     log = [json.loads(line) for line in open(run / "log.jsonl")]
     assert "test_top5_accuracy_model1" in log[0] and "test_top5_accuracy_model2" in log[0]
     assert not any("clean" in k for k in log[0])  # no split against unknown clean labels
+    incv_log = [json.loads(line) for line in open(run / "incv_log.jsonl")]
+    assert incv_log and not any("clean" in k for row in incv_log for k in row)  # INCV's too
     authors = _read_csv(run / "crowd_given_INCV_results.csv")
     assert {row["y"] for row in authors} == {"-1"}  # unknown, not a copy of y_noisy
     assert runs["coteaching"]["estimated_noise_ratio"] is not None

@@ -1,6 +1,7 @@
 """Progress a person can read: INCV's run and iteration lines, the closing line of a run."""
 
-from progress import Progress, done_line, format_duration, incv_iteration_line, incv_run_line
+from progress import (Progress, done_line, format_duration, incv_iteration_line,
+                      incv_pair_line, incv_run_line)
 
 
 class FakeClock:
@@ -43,6 +44,20 @@ def test_incv_run_line_after_resume_counts_only_the_runs_left():
     line = incv_run_line("iteration3-half2", iterations=4, n_train=9, n_held=9,
                                keep_best=False, progress=progress)
     assert line.endswith("elapsed 1m40s, about 5m00s left")  # 3 runs of 100 s
+
+
+def test_incv_pair_line_counts_iterations_and_estimates_what_remains():
+    clock = FakeClock()
+    progress = Progress(clock)
+    tags = [("iteration1-half1", "iteration1-half2"), ("iteration2-half1", "iteration2-half2")]
+    first = incv_pair_line(tags[0], iterations=4, n_train=(500, 501), n_held=(250, 249),
+                           keep_best=True, progress=progress)
+    assert first == ("INCV iteration 1/4, runs 1 and 2 side by side: train on 500 and 501, "
+                     "predict 250 and 249 (best checkpoint); elapsed 0s")
+    clock.now = 120.0  # one iteration (both runs) took 2 minutes; 3 iterations remain
+    second = incv_pair_line(tags[1], iterations=4, n_train=(9, 9), n_held=(9, 9),
+                            keep_best=False, progress=progress)
+    assert second.endswith("predict 9 and 9; elapsed 2m00s, about 6m00s left")
 
 
 def test_iteration_and_done_lines_are_formatted_numbers(tmp_path):
