@@ -32,3 +32,10 @@ def normalized_confusion(y_true, y_pred, num_classes):
     m = confusion_matrix(y_true, y_pred, labels=np.arange(num_classes)).astype(np.float64)
     rows = m.sum(axis=1, keepdims=True)
     return np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+
+
+def top_k_accuracy(probs, labels, k=5):
+    """Fraction of samples whose label is among the k most probable classes (ties broken by
+    class index, stably); probs (n, c), labels (n,) -> float."""
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return float((top == np.asarray(labels)[:, None]).any(1).mean())

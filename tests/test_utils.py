@@ -92,6 +92,16 @@ def test_piecewise_lr_matches_the_authors_schedule():
         [1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1e-4])
 
 
+def test_top_k_accuracy():
+    probs = np.array([[0.1, 0.5, 0.4], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.4, 0.3, 0.3]])
+    labels = np.array([2, 2, 0, 2])
+    assert metrics.top_k_accuracy(probs, labels, 1) == 0.0
+    # k=2: row 0 (classes 1, 2) yes, row 1 (0, 1) no, row 2 (2, then 0 before 1) yes,
+    # row 3 (0, then 1 before 2 on the tie) no
+    assert metrics.top_k_accuracy(probs, labels, 2) == 0.5
+    assert metrics.top_k_accuracy(probs, labels, 3) == 1.0
+
+
 def test_selection_metrics_and_confusion():
     y_true = np.array([0, 0, 1, 1, 2, 2])
     y_noisy = np.array([0, 1, 1, 1, 0, 2])   # clean: 0, 2, 3, 5
