@@ -40,6 +40,19 @@ COMMON=(--dataset cifar10 --data_dir "$DATA_DIR" --no_download --arch "$ARCH" --
 
 run() { echo "+ $*"; "$@"; }
 
+# --resume continues a started run and refuses a grid with none started, so it is passed only
+# when one of the runs has its config.json: started DIR PATTERN RATIO METHOD...
+started() {
+    local dir=$1 pattern=$2 ratio=$3 method
+    shift 3
+    for method in "$@"; do
+        if [[ -f $dir/cifar10/$pattern/$ratio/$method/seed0/config.json ]]; then
+            echo --resume
+            return
+        fi
+    done
+}
+
 if [[ $PART == all || $PART == theory ]]; then
     # Fig. 1-2: held-out accuracy, LP, LR vs. the closed forms, both patterns.
     run "$PYTHON" noisy_cv.py "${COMMON[@]}" --n_train "$N_TRAIN" --epochs "$THEORY_EPOCHS" \
@@ -63,7 +76,7 @@ if [[ $PART == all || $PART == incv ]]; then
         run "$PYTHON" incv_train.py "${COMMON[@]}" --n_train "$N_TRAIN" \
             --incv_epochs "$INCV_EPOCHS" --method incv --incv_only \
             --noise_pattern "$1" --noisy_ratio "$2" --results_dir "$OUT/incv" \
-            --skip_existing --resume
+            --skip_existing $(started "$OUT/incv" "$1" "$2" incv)
     done
 fi
 
@@ -77,10 +90,11 @@ if [[ $PART == all || $PART == table1 ]]; then
     # Table 1: INCV + Co-teaching (on the INCV part's selection) vs. Co-teaching vs. standard.
     run "$PYTHON" incv_train.py "${COMMON[@]}" --n_train "$N_TRAIN" --epochs "$EPOCHS" \
         --method incv --incv_results "$SELECTION_CSV" --noise_pattern sym --noisy_ratio 0.5 \
-        --results_dir "$OUT/table1" --skip_existing --resume
+        --results_dir "$OUT/table1" --skip_existing $(started "$OUT/table1" sym 0.5 incv)
     run "$PYTHON" incv_train.py "${COMMON[@]}" --n_train "$N_TRAIN" --epochs "$EPOCHS" \
         --incv_epochs "$INCV_EPOCHS" --method coteaching standard --noise_pattern sym \
-        --noisy_ratio 0.5 --results_dir "$OUT/table1" --skip_existing --resume
+        --noisy_ratio 0.5 --results_dir "$OUT/table1" --skip_existing \
+        $(started "$OUT/table1" sym 0.5 coteaching standard)
 fi
 
 if [[ $PART == all || $PART == selection ]]; then
@@ -88,7 +102,7 @@ if [[ $PART == all || $PART == selection ]]; then
     run "$PYTHON" incv_train.py "${COMMON[@]}" --n_train "$N_TRAIN" --epochs "$EPOCHS" \
         --method incv --incv_results "$SELECTION_CSV" --selection authors \
         --noise_pattern sym --noisy_ratio 0.5 --results_dir "$OUT/table1-authors" \
-        --skip_existing --resume
+        --skip_existing $(started "$OUT/table1-authors" sym 0.5 incv)
 fi
 
 if [[ $PART == all || $PART == optimizer ]]; then
@@ -97,7 +111,7 @@ if [[ $PART == all || $PART == optimizer ]]; then
     run "$PYTHON" incv_train.py "${COMMON[@]}" --n_train "$N_TRAIN" \
         --incv_epochs "$INCV_EPOCHS" --method incv --incv_only --incv_optimizer carry \
         --noise_pattern sym --noisy_ratio 0.5 --results_dir "$OUT/incv-carry" \
-        --skip_existing --resume
+        --skip_existing $(started "$OUT/incv-carry" sym 0.5 incv)
 fi
 
 echo "done: $PYTHON table.py $OUT"
