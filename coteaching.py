@@ -542,7 +542,7 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
         training.EpochCheckpoint(ckpt, optimizers)]
     # before JsonlLogger, which writes the logs these callbacks complete
     at = next(i for i, c in enumerate(callbacks) if isinstance(c, training.JsonlLogger))
-    callbacks[at:at] = training.own_data_callbacks(nets, data,
+    callbacks[at:at] = training.own_data_callbacks(nets, data, epochs=args.epochs,
                                                    names=("model1", "model2")[:len(nets)])
     aug = resolve_augmentation(args.augment, data.name)
     test = (data.x_test, data.y_test)
