@@ -1,0 +1,94 @@
+"""reproduce_cifar10_cpu.sh: the commands each part runs, with a stand-in interpreter that
+records them (no training), each parsed by the real script's parse_args."""
+
+import os
+import shlex
+import stat
+import subprocess
+
+import pytest
+
+import incv_train
+import noisy_cv
+from conftest import ROOT
+
+SCRIPT = os.path.join(ROOT, "reproduce_cifar10_cpu.sh")
+SELECTION = "incv/cifar10/sym/0.5/incv/seed0/cifar10_sym0.5_INCV_results.csv"
+
+
+def _run(tmp_path, part, *, selection=True):
+    """Run one part with PYTHON = a recorder; returns (completed process, recorded argv's)."""
+    record = tmp_path / "calls.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {shlex.quote(str(record))}\n'
+                    f'echo >> {shlex.quote(str(record))}\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    out = tmp_path / "out"
+    if selection:
+        (out / SELECTION).parent.mkdir(parents=True, exist_ok=True)
+        (out / SELECTION).write_text("index,label,select\n")
+    env = dict(os.environ, PYTHON=str(fake), OUT=str(out), DATA_DIR=str(tmp_path / "data"))
+    proc = subprocess.run(["bash", SCRIPT, part], env=env, capture_output=True, text=True)
+    calls = [shlex.split(line) for line in record.read_text().splitlines()] \
+        if record.exists() else []
+    return proc, calls
+
+
+def _parse(call):
+    """The real parser of the script a call runs (a typo in a flag fails here)."""
+    module = {"noisy_cv.py": noisy_cv, "incv_train.py": incv_train}[call[0]]
+    return module.parse_args(call[1:])
+
+
+def test_all_parts_run_the_protocol_commands(tmp_path):
+    proc, calls = _run(tmp_path, "all")
+    assert proc.returncode == 0, proc.stderr
+    parsed = [(c[0], _parse(c)) for c in calls]
+    theory = [a for s, a in parsed if s == "noisy_cv.py" and a.n_train == 5000]
+    assert len(theory) == 1
+    assert theory[0].noise_pattern == ["sym", "asym"]
+    assert theory[0].noisy_ratio == [0.2, 0.4, 0.5, 0.6, 0.8]
+    assert theory[0].arch == "resnet20" and theory[0].augment == "none"
+    scaling = sorted(a.n_train for s, a in parsed if s == "noisy_cv.py" and a.n_train != 5000)
+    assert scaling == [2000, 10000]
+    incv = [a for s, a in parsed if s == "incv_train.py"]
+    fig3 = [(a.noise_pattern, a.noisy_ratio) for a in incv
+            if a.incv_only and a.incv_optimizer == "fresh"]
+    assert fig3 == [(["sym"], [0.5]), (["asym"], [0.4])]
+    table1 = [a for a in incv if not a.incv_only]
+    assert sorted(m for a in table1 for m in a.method) == ["coteaching", "incv", "incv",
+                                                           "standard"]
+    with_selection = [a for a in table1 if a.incv_results]
+    assert sorted(a.selection for a in with_selection) == ["authors", "fused"]
+    assert all(a.incv_results.endswith(SELECTION) for a in with_selection)
+    assert len({a.epochs for a in table1}) == 1  # the methods compared at the same length
+    carry = [a for a in incv if a.incv_optimizer == "carry"]
+    assert len(carry) == 1 and carry[0].noise_pattern == ["sym"] and carry[0].incv_only
+    assert carry[0].incv_epochs == incv[0].incv_epochs  # comparable with the incv part
+    assert not any(a.resume for a in incv)  # nothing started: --resume would refuse
+    assert all(a.skip_existing for _, a in parsed)
+    assert all(a.data_dir == str(tmp_path / "data") and a.no_download for _, a in parsed)
+
+
+def test_resume_only_for_a_started_run(tmp_path):
+    started = tmp_path / "out" / "table1" / "cifar10" / "sym" / "0.5" / "incv" / "seed0"
+    started.mkdir(parents=True)
+    (started / "config.json").write_text("{}")
+    proc, calls = _run(tmp_path, "table1")
+    assert proc.returncode == 0, proc.stderr
+    args = [_parse(c) for c in calls]
+    assert [(a.method, a.resume) for a in args] == [(["incv"], True),
+                                                   (["coteaching", "standard"], False)]
+
+
+def test_table1_needs_the_incv_part(tmp_path):
+    proc, calls = _run(tmp_path, "table1", selection=False)
+    assert proc.returncode == 2 and calls == []
+    assert "run the incv part first" in proc.stderr
+
+
+@pytest.mark.parametrize("part", ["bogus", "Theory"])
+def test_unknown_part(tmp_path, part):
+    proc, calls = _run(tmp_path, part)
+    assert proc.returncode == 2 and calls == []
+    assert f"unknown part '{part}'" in proc.stderr
