@@ -107,6 +107,7 @@ def _read_run(path):
     method = get("method")
     return {"path": path, "status": status, "reason": reason, "summary": summary,
             "kind": "train" if method is not None else "cv", "method": method,
+            "variant": _variant(args),
             "dataset": dataset, "arch": get("arch", args.get("arch")),
             "epochs": get("epochs", args.get("epochs")),
             "n_train": src.get("n_train", config.get("n_train")), "pattern": get("pattern"),
@@ -114,12 +115,29 @@ def _read_run(path):
             "flags": {k: v for k, v in args.items() if k not in _GRID_FLAGS}}
 
 
+# Options that make a run a variant of its method (not a seed of it): flag -> (default,
+# label). Runs with a non-default value get their own rows, labelled.
+_VARIANTS = {"selection": ("fused", "authors' selection"),
+             "incv_optimizer": ("fresh", "Adam state carried")}
+
+
+def _variant(args):
+    """" (authors' selection)" etc. for a run with a non-default variant flag, else ""."""
+    labels = [label for flag, (default, label) in _VARIANTS.items()
+              if args.get(flag, default) != default]
+    return f" ({', '.join(labels)})" if labels else ""
+
+
 def _group(r):
     return r["kind"], r["dataset"], r["arch"], r["epochs"], r["n_train"]
 
 
 def _cell(r):
-    return _group(r) + (r["pattern"], r["ratio"], r["method"])
+    return _group(r) + (r["pattern"], r["ratio"], r["method"], r["variant"])
+
+
+def _method_label(method, variant):
+    return METHOD_LABELS.get(method, method) + variant
 
 
 def collect_runs(paths):
@@ -219,8 +237,9 @@ def table_accuracy(runs):
         return (r["summary"].get("test_accuracy") or {}).get("model1") is not None
 
     rows = []
-    for (group, pattern, ratio, method), rs in _cells(
-            runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["method"]), has_acc):
+    for (group, pattern, ratio, method, variant), rs in _cells(
+            runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["method"],
+                                      r["variant"]), has_acc):
         keys = set().union(*(r["flags"] for r in rs))
         mixed = sorted(k for k in keys if len({json.dumps(r["flags"].get(k)) for r in rs}) > 1)
         notes = ["runs differ in " + ", ".join(mixed)] if mixed else []
@@ -228,7 +247,7 @@ def table_accuracy(runs):
                for r in rs):
             notes.append("not the official CIFAR files (md5 differs: data_provenance)")
         row = {"table": "accuracy", "group": _label(group), "dataset": group[1],
-               "setting": _setting(pattern, ratio), "method": METHOD_LABELS.get(method, method),
+               "setting": _setting(pattern, ratio), "method": _method_label(method, variant),
                "source": "measured", "n": len(rs),
                "seeds": " ".join(str(s) for s in sorted(r["seed"] for r in rs)),
                "note": "; ".join(notes)}
@@ -260,17 +279,19 @@ def _mean_of_nets(acc):
 def table_selection(runs):
     """INCV per iteration: mean (and std) over seeds of |S|, |C|, removed, LP and LR."""
     its = {}
-    for (group, pattern, ratio), rs in _cells(
-            runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"]),
+    for (group, pattern, ratio, variant), rs in _cells(
+            runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["variant"]),
             lambda r: bool(r["summary"].get("incv"))):
         for r in rs:
             for it in r["summary"]["incv"]:
-                its.setdefault((group, pattern, ratio, it.get("iteration")), []).append(it)
+                its.setdefault((group, pattern, ratio, variant, it.get("iteration")),
+                               []).append(it)
     rows = []
-    for (group, pattern, ratio, iteration), xs in sorted(its.items(), key=lambda kv: _order(
-            kv[0])):
+    for (group, pattern, ratio, variant, iteration), xs in sorted(
+            its.items(), key=lambda kv: _order(kv[0])):
         row = {"table": "incv_selection", "group": _label(group),
-               "setting": _setting(pattern, ratio), "iteration": iteration, "n": len(xs)}
+               "setting": _setting(pattern, ratio) + variant, "iteration": iteration,
+               "n": len(xs)}
         for k in ("selected", "candidates", "removed", "label_precision", "label_recall"):
             _put(row, k, [x.get(k) for x in xs])
         rows.append(row)
@@ -280,11 +301,12 @@ def table_selection(runs):
 def table_noise(runs):
     """Estimated (INCV's / Co-teaching's) vs actual noise ratio per setting and method."""
     rows = []
-    for (group, pattern, ratio, method), rs in _cells(
-            runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["method"]),
+    for (group, pattern, ratio, method, variant), rs in _cells(
+            runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["method"],
+                                      r["variant"]),
             lambda r: "estimated_noise_ratio" in r["summary"]):
         row = {"table": "noise_ratio", "group": _label(group), "setting": _setting(
-            pattern, ratio), "method": METHOD_LABELS.get(method, method), "n": len(rs)}
+            pattern, ratio), "method": _method_label(method, variant), "n": len(rs)}
         for k in ("estimated_noise_ratio", "actual_noise_ratio"):
             _put(row, k, [r["summary"].get(k) for r in rs])
         rows.append(row)
@@ -468,7 +490,8 @@ def format_markdown(tables):
     for label, rows in _by_group(tables["accuracy"]):
         settings = list(dict.fromkeys(r["setting"] for r in rows if r["source"] == "measured"))
         methods = sorted(dict.fromkeys(r["method"] for r in rows), key=lambda m: (
-            "(paper)" in m, order.index(m) if m in order else len(order)))
+            "(paper)" in m, order.index(m.split(" (")[0]) if m.split(" (")[0] in order
+            else len(order), m))
         cell = {(r["method"], r["setting"]): r for r in rows}
         body = [[m] + [_accuracy_cell(cell.get((m, s))) for s in settings] for m in methods]
         out += [f"\n### {label}\n", _markdown_table(["method"] + settings, body)]

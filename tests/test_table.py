@@ -324,3 +324,29 @@ def test_mean_of_both_networks_and_provenance_marks(tmp_path):
     md = table.format_markdown(tables)
     assert "| Co-teaching | 57.50 (n=1) † |" in md and "Mean of both networks" in md
     assert "not the official CIFAR files" in md
+
+
+def test_variants_get_their_own_rows_not_duplicates(tmp_path):
+    """--selection authors and --incv_optimizer carry make a variant of a method, not a
+    second seed: own rows, labelled; the default-flag runs keep the plain label."""
+    fused = _train_run(str(tmp_path / "a"), "sym", 0.5, "incv", 0, 0.80)
+    authors = _train_run(str(tmp_path / "b"), "sym", 0.5, "incv", 0, 0.70)
+    carry = _train_run(str(tmp_path / "c"), "sym", 0.5, "incv", 0, 0.60)
+    for run, flag, value in ((fused, "selection", "fused"), (authors, "selection", "authors"),
+                             (carry, "incv_optimizer", "carry")):
+        with open(os.path.join(run, "config.json")) as f:
+            config = json.load(f)
+        config["args"][flag] = value
+        _write(run, "config.json", config)
+    runs = table.collect_runs([str(tmp_path)])
+    assert [r["status"] for r in runs] == ["done"] * 3
+    tables = table.build_tables(runs)
+    acc = {r["method"]: r["accuracy_mean"] for r in tables["accuracy"] if r["source"] == "measured"}
+    assert acc == {"INCV + Co-teaching": pytest.approx(80.0),
+                   "INCV + Co-teaching (authors' selection)": pytest.approx(70.0),
+                   "INCV + Co-teaching (Adam state carried)": pytest.approx(60.0)}
+    settings = {r["setting"] for r in tables["incv_selection"]}
+    assert settings == {"sym 0.5", "sym 0.5 (authors' selection)", "sym 0.5 (Adam state carried)"}
+    assert all(r["n"] == 1 for r in tables["incv_selection"])  # never averaged together
+    text = table.format_markdown(tables)
+    assert text.index("| INCV + Co-teaching |") < text.index("| INCV + Co-teaching (authors'")
