@@ -50,6 +50,7 @@ def test_all_parts_run_the_protocol_commands(tmp_path):
     assert theory[0].noise_pattern == ["sym", "asym"]
     assert theory[0].noisy_ratio == [0.2, 0.4, 0.5, 0.6, 0.8]
     assert theory[0].arch == "resnet20" and theory[0].augment == "none"
+    assert {a.arch for s, a in parsed if s == "incv_train.py"} == {"cnn"}
     scaling = sorted(a.n_train for s, a in parsed if s == "noisy_cv.py" and a.n_train != 5000)
     assert scaling == [2000, 10000]
     incv = [a for s, a in parsed if s == "incv_train.py"]
