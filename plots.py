@@ -70,17 +70,25 @@ def plot_incv(records, path, title):
 
 def plot_test_curves(setting_dir, seed, path, title):
     """Test accuracy per epoch of every method found under one setting (same seed)."""
+    logs = sorted(glob.glob(os.path.join(setting_dir, "*", f"seed{seed}", "log.jsonl")))
+    plot_curves([(log.split(os.sep)[-3], utils.read_jsonl(log)) for log in logs], path, title)
+
+
+def plot_curves(curves, path, title):
+    """Clean test accuracy per epoch of several runs in one figure (Fig. 4's layout):
+    network 1 solid, network 2 dashed, one colour per run.
+
+    curves: list of (label, log rows), rows with ``epoch`` and ``test_accuracy_model1`` /
+    ``test_accuracy_model2``.
+    """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for k, log in enumerate(sorted(glob.glob(os.path.join(setting_dir, "*", f"seed{seed}",
-                                                          "log.jsonl")))):
-        rows = utils.read_jsonl(log)
-        method = log.split(os.sep)[-3]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
+    for k, (label, rows) in enumerate(curves):
         for key, style in (("test_accuracy_model1", "-"), ("test_accuracy_model2", "--")):
             pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
             if pts:
-                ax.plot(*zip(*pts), style, color=f"C{k}",
-                        label=f"{method} ({key.rsplit('_', 1)[1]})")
+                ax.plot(*zip(*pts), style, color=f"C{k % 10}",
+                        label=f"{label} ({key.rsplit('_', 1)[1]})")
     ax.set(xlabel="epoch", ylabel="clean test accuracy", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

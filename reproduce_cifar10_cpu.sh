@@ -109,6 +109,9 @@ if [[ $PART == all || $PART == selection ]]; then
         --method incv --incv_results "$SELECTION_CSV" --selection authors \
         --noise_pattern sym --noisy_ratio 0.5 --results_dir "$OUT/table1-authors" \
         --skip_existing $(started "$OUT/table1-authors" sym 0.5 incv)
+    # Table 1 with both selections, and their test-accuracy curves overlaid.
+    run "$PYTHON" table.py "$OUT/table1" "$OUT/table1-authors" --out "$OUT/table1.md" \
+        --curves "$OUT/table1_curves.png"
 fi
 
 if [[ $PART == all || $PART == optimizer ]]; then

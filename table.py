@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from data import dataset_name
-from utils import atomic_write, cli, read_json
+from utils import atomic_write, cli, read_json, read_jsonl
 
 METHOD_LABELS = {"standard": "Standard", "coteaching": "Co-teaching",
                  "incv": "INCV + Co-teaching", "cl": "Confident learning + Co-teaching",
@@ -554,8 +554,40 @@ def format_csv(tables):
     return buf.getvalue()
 
 
+def write_curves(runs, path):
+    """Overlay the per-epoch clean test accuracy of every finished incv_train.py run in
+    ``runs`` (e.g. ``--selection fused`` beside ``authors``) in one figure at ``path``.
+
+    Raises
+    ------
+    ValueError
+        No finished run with a per-epoch test accuracy log.
+    """
+    import plots
+
+    curves = []
+    for r in runs:
+        log = os.path.join(r["path"], "log.jsonl")
+        if r["status"] != "done" or r["kind"] != "train" or not os.path.isfile(log):
+            continue
+        rows = read_jsonl(log)
+        if any(row.get("test_accuracy_model1") is not None for row in rows):
+            curves.append((f"{_setting(r['pattern'], r['ratio'])}, "
+                           f"{_method_label(r['method'], r['variant'])}, seed {r['seed']}", rows))
+    if not curves:
+        raise ValueError("table: --curves: no finished incv_train.py run with a test accuracy "
+                         "log (log.jsonl) under the given paths")
+    groups = sorted({_label(_group(r)) for r in runs if r["status"] == "done"
+                     and r["kind"] == "train"})
+    plots.plot_curves(curves, path, "; ".join(groups))
+
+
 def _table_main(args):
-    tables = build_tables(collect_runs(args.paths))
+    runs = collect_runs(args.paths)
+    if args.curves:
+        write_curves(runs, args.curves)
+        print(f"wrote {args.curves}", file=sys.stderr)
+    tables = build_tables(runs)
     texts = {"markdown": [format_markdown(tables)], "csv": [format_csv(tables)],
              "both": [format_markdown(tables), format_csv(tables)]}[args.format]
     if args.out is None:
@@ -580,6 +612,9 @@ def parse_args(argv=None):
     p.add_argument("--out", metavar="FILE", default=None,
                    help="write FILE atomically instead of stdout (with --format both: "
                         "FILE's stem + .md and + .csv)")
+    p.add_argument("--curves", metavar="PNG", default=None,
+                   help="also write a figure overlaying the per-epoch clean test accuracy of "
+                        "every finished incv_train.py run found (both networks)")
     return p.parse_args(argv)
 
 

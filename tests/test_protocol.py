@@ -11,6 +11,7 @@ from conftest import ROOT
 
 import incv_train
 import noisy_cv
+import table
 
 SCRIPT = os.path.join(ROOT, "reproduce_cifar10_cpu.sh")
 SELECTION = "incv/cifar10/sym/0.5/incv/seed0/cifar10_sym0.5_INCV_results.csv"
@@ -37,7 +38,7 @@ def _run(tmp_path, part, *, selection=True):
 
 def _parse(call):
     """The real parser of the script a call runs (a typo in a flag fails here)."""
-    module = {"noisy_cv.py": noisy_cv, "incv_train.py": incv_train}[call[0]]
+    module = {"noisy_cv.py": noisy_cv, "incv_train.py": incv_train, "table.py": table}[call[0]]
     return module.parse_args(call[1:])
 
 
@@ -68,8 +69,12 @@ def test_all_parts_run_the_protocol_commands(tmp_path):
     assert len(carry) == 1 and carry[0].noise_pattern == ["sym"] and carry[0].incv_only
     assert carry[0].incv_epochs == incv[0].incv_epochs  # comparable with the incv part
     assert not any(a.resume for a in incv)  # nothing started: --resume would refuse
-    assert all(a.skip_existing for _, a in parsed)
-    assert all(a.data_dir == str(tmp_path / "data") and a.no_download for _, a in parsed)
+    runs = [a for s, a in parsed if s != "table.py"]
+    assert all(a.skip_existing for a in runs)
+    assert all(a.data_dir == str(tmp_path / "data") and a.no_download for a in runs)
+    figure = [a for s, a in parsed if s == "table.py"]  # Table 1 + fused vs authors' curves
+    assert len(figure) == 1 and figure[0].curves.endswith("table1_curves.png")
+    assert [os.path.basename(p) for p in figure[0].paths] == ["table1", "table1-authors"]
 
 
 def test_resume_only_for_a_started_run(tmp_path):

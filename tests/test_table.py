@@ -350,3 +350,37 @@ def test_variants_get_their_own_rows_not_duplicates(tmp_path):
     assert all(r["n"] == 1 for r in tables["incv_selection"])  # never averaged together
     text = table.format_markdown(tables)
     assert text.index("| INCV + Co-teaching |") < text.index("| INCV + Co-teaching (authors'")
+
+
+def test_curves_overlay_every_finished_training_run(tmp_path, monkeypatch):
+    """--curves: one figure with both networks' per-epoch test accuracy of each finished run
+    (a variant labelled apart); without any such run, a clear error."""
+    import plots
+
+    fused = _train_run(str(tmp_path / "a"), "sym", 0.5, "incv", 0, 0.80)
+    authors = _train_run(str(tmp_path / "b"), "sym", 0.5, "incv", 0, 0.70)
+    _train_run(str(tmp_path / "c"), "sym", 0.5, "coteaching", 0, None)  # unfinished: left out
+    with open(os.path.join(authors, "config.json")) as f:
+        config = json.load(f)
+    config["args"]["selection"] = "authors"
+    _write(authors, "config.json", config)
+    for run, acc in ((fused, 0.8), (authors, 0.7)):
+        with open(os.path.join(run, "log.jsonl"), "w") as f:
+            for epoch in (1, 2):
+                f.write(json.dumps({"epoch": epoch, "test_accuracy_model1": acc * epoch / 2,
+                                    "test_accuracy_model2": acc - 0.1}) + "\n")
+    seen = {}
+    monkeypatch.setattr(plots, "plot_curves",
+                        lambda curves, path, title: seen.update(curves=curves, path=path))
+    out = str(tmp_path / "curves.png")
+    table.main(table.parse_args([str(tmp_path), "--curves", out]))
+    labels = [label for label, _ in seen["curves"]]
+    assert labels == ["sym 0.5, INCV + Co-teaching, seed 0",
+                      "sym 0.5, INCV + Co-teaching (authors' selection), seed 0"]
+    assert [r["test_accuracy_model1"] for r in seen["curves"][1][1]] == [0.35, 0.7]
+    assert seen["path"] == out
+    monkeypatch.undo()
+    table.main(table.parse_args([str(tmp_path), "--curves", out]))  # the real figure
+    assert os.path.getsize(out) > 1000
+    with pytest.raises(ValueError, match="--curves: no finished"):
+        table.write_curves(table.collect_runs([str(tmp_path / "c")]), out)
