@@ -109,7 +109,8 @@ def _read_run(path):
             "kind": "train" if method is not None else "cv", "method": method,
             "variant": _variant(args),
             "dataset": dataset, "arch": get("arch", args.get("arch")),
-            "epochs": get("epochs", args.get("epochs")),
+            # an --incv_only run trains no final networks: its --epochs means nothing
+            "epochs": None if args.get("incv_only") else get("epochs", args.get("epochs")),
             "n_train": src.get("n_train", config.get("n_train")), "pattern": get("pattern"),
             "ratio": get("ratio"), "seed": get("seed"),
             "flags": {k: v for k, v in args.items() if k not in _GRID_FLAGS}}
@@ -189,7 +190,8 @@ def collect_runs(paths):
 
 def _label(group):
     kind, dataset, arch, epochs, n_train = group
-    return f"{dataset} / {arch} / {epochs} epochs / n_train {n_train}"
+    length = "selection only" if kind == "train" and epochs is None else f"{epochs} epochs"
+    return f"{dataset} / {arch} / {length} / n_train {n_train}"
 
 
 def _setting(pattern, ratio):

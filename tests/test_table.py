@@ -167,11 +167,11 @@ def test_not_included_lists_partial_missing_and_incv_only(results):
     missing = os.path.join(root, "cifar10", "asym", "0.4", "coteaching", "seed1")
     assert reasons[missing].startswith("missing seed 1")
     assert "--incv_only" in reasons[os.path.normpath(paths["incv_only"])]
-    # the incv_only setting has seed 0 only: seeds 1 and 2 are missing there
+    # the incv_only run is a group of its own (selection only), whose one seed is complete:
+    # the full runs' seeds 1 and 2 are not missing from it
     sym08 = os.path.join(root, "cifar10", "sym", "0.8", "incv")
-    assert {p for p, why in reasons.items() if p.startswith(sym08) and "missing" in why} == {
-        os.path.join(sym08, "seed1"), os.path.join(sym08, "seed2")}
-    assert len(rows) == 2 + 1 + 1 + 2
+    assert not [p for p, why in reasons.items() if p.startswith(sym08) and "missing" in why]
+    assert len(rows) == 2 + 1 + 1
 
 
 def test_duplicate_run_is_listed_not_averaged(results, tmp_path):
@@ -216,7 +216,9 @@ def test_selection_noise_and_noisy_cv_tables(results):
     assert it2["label_recall_mean"] == pytest.approx(0.7)
     it1 = _row(tables["incv_selection"], setting="sym 0.5", iteration=1)
     assert it1["n"] == 2  # partial run excluded
-    assert _row(tables["incv_selection"], setting="sym 0.8", iteration=1)["n"] == 1
+    sel_only = _row(tables["incv_selection"], setting="sym 0.8", iteration=1)
+    assert sel_only["n"] == 1  # an --incv_only run: its --epochs trained nothing
+    assert sel_only["group"] == "cifar10 / resnet32 / selection only / n_train 50000"
     noise_rows = tables["noise_ratio"]
     r = _row(noise_rows, setting="asym 0.4", method="INCV + Co-teaching")
     assert r["estimated_noise_ratio_mean"] == pytest.approx(0.32)
@@ -259,7 +261,7 @@ def test_csv_output_parses_back(results):
     assert float(r["accuracy_std"]) == pytest.approx(1.0)
     paper = _row(acc, setting="sym 0.5", method="Co-teaching (paper)")
     assert float(paper["accuracy_mean"]) == 82.12 and paper["source"] == "paper"
-    assert len([r for r in rows if r["table"] == "not_included"]) == 6
+    assert len([r for r in rows if r["table"] == "not_included"]) == 4
 
 
 def test_single_seed_has_no_std(tmp_path):
