@@ -330,8 +330,21 @@ def table_noisy_cv(runs):
             row[f"{name}_theory"] = _mean((x.get("theory") or {}).get(name) for x in s)
         for k in ("estimated_noise_ratio", "actual_noise_ratio"):
             _put(row, k, [x.get(k) for x in s])
+        # The theory's regime: a network that fits the noisy labels (training accuracy near
+        # 1) and still generalises the clean signal (held-out accuracy w.r.t. true labels).
+        _put(row, "train_accuracy", [_last_logged(r["path"], "accuracy") for r in rs])
+        _put(row, "held_out_true_accuracy", [x.get("held_out_true_accuracy") for x in s])
         rows.append(row)
     return rows
+
+
+def _last_logged(run_dir, key):
+    """``key`` in the last row of the run's log.jsonl (None when absent or unreadable)."""
+    try:
+        rows = read_jsonl(os.path.join(run_dir, "log.jsonl"))
+    except (OSError, ValueError):
+        return None
+    return rows[-1].get(key) if rows else None
 
 
 SELECTOR_LABELS = {"incv": "INCV", "cl": "confident learning", "ncv": "noisy CV rule"}
@@ -525,11 +538,12 @@ def format_markdown(tables):
         ("noisy_cv", "Noisy cross-validation, noisy_cv.py: measured vs theory (held-out "
          "half; accuracy w.r.t. the noisy labels; mean ± sample std)",
          ["setting", "n", "accuracy", "theory", "LP", "theory", "LR", "theory",
-          "estimated e", "actual e"],
+          "estimated e", "actual e", "train acc. (noisy labels)", "held-out acc. (true labels)"],
          lambda r: [r["setting"], r["n"]]
          + [x for k in ("accuracy", "label_precision", "label_recall")
             for x in (_fmt(r, k), _num(r[f"{k}_theory"]))]
-         + [_fmt(r, "estimated_noise_ratio"), _fmt(r, "actual_noise_ratio")]))
+         + [_fmt(r, "estimated_noise_ratio"), _fmt(r, "actual_noise_ratio"),
+            _fmt(r, "train_accuracy"), _fmt(r, "held_out_true_accuracy")]))
     for name, title, header, cells in sections:
         if tables[name]:
             out.append(f"\n## {title}")

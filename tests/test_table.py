@@ -68,7 +68,11 @@ def _cv_run(root, pattern, ratio, seed, acc, *, finished=True):
             "seed": seed, "epochs": 30, "n_train": 1347, "noisy_accuracy": acc,
             "label_precision": 0.9 + 0.01 * seed, "label_recall": None if seed else 0.7,
             "test_accuracy": 0.9, "estimated_noise_ratio": 0.15, "actual_noise_ratio": 0.2,
+            "held_out_true_accuracy": 0.4 + 0.1 * seed,
             "theory": {"accuracy": 0.64, "label_precision": 0.99, "label_recall": 0.8}})
+        with open(os.path.join(out, "log.jsonl"), "w") as f:  # training accuracy per epoch
+            f.writelines(json.dumps({"epoch": e, "accuracy": a}) + "\n"
+                         for e, a in ((1, 0.5), (2, 0.9 + 0.05 * seed)))
     return out
 
 
@@ -232,6 +236,9 @@ def test_selection_noise_and_noisy_cv_tables(results):
     assert cv["accuracy_theory"] == pytest.approx(0.64)
     assert cv["label_recall_mean"] == 0.7 and cv["label_recall_n"] == 1  # one null
     assert cv["label_recall_std"] is None
+    # the theory's regime: the last epoch's training accuracy, held-out true-label accuracy
+    assert cv["train_accuracy_mean"] == pytest.approx(0.925)
+    assert cv["held_out_true_accuracy_mean"] == pytest.approx(0.45)
 
 
 def test_markdown_output(results):
