@@ -588,8 +588,9 @@ def write_curves(runs, path):
             continue
         rows = read_jsonl(log)
         if any(row.get("test_accuracy_model1") is not None for row in rows):
-            curves.append((f"{_setting(r['pattern'], r['ratio'])}, "
-                           f"{_method_label(r['method'], r['variant'])}, seed {r['seed']}", rows))
+            label = (f"{_setting(r['pattern'], r['ratio'])}, "
+                     f"{_method_label(r['method'], r['variant'])}, seed {r['seed']}")
+            curves.append((label, rows))
     if not curves:
         raise ValueError("table: --curves: no finished incv_train.py run with a test accuracy "
                          "log (log.jsonl) under the given paths")
