@@ -10,10 +10,10 @@ Prints a Markdown table, the targets of issue 11 with their measured ratios, and
 
   keras_fit       our one-network training: data.make_train_dataset (authors' shift + flip)
                   + training.compile_classifier + model.fit, whole epochs, pipeline included.
-  paired_fit      INCV's two runs side by side: training.PairedNetworks +
-                  data.make_paired_dataset + fit, each network on its own half of the images
+  paired_fit      INCV's two runs side by side: paired.PairedNetworks +
+                  pipelines.make_paired_dataset + fit, each network on its own half of the images
                   (images counted for both networks: an epoch trains every image once).
-  coteaching_fit  our fused Co-teaching: CoTeaching + data.make_coteaching_dataset + fit.
+  coteaching_fit  our fused Co-teaching: CoTeaching + pipelines.make_coteaching_dataset + fit.
   authors_loop    the authors' Co-teaching loop ported as is: per batch their augmentation
                   (the same Keras layers, called on the numpy batch), model.predict twice,
                   numpy cross-entropy + argsort, train_on_batch twice on the kept samples.
@@ -94,11 +94,14 @@ import subprocess  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import data as datasets  # noqa: E402
-import models  # noqa: E402
-import training  # noqa: E402
-import utils  # noqa: E402
-from coteaching import CoTeaching  # noqa: E402
+from noisylabels import (
+    models,  # noqa: E402
+    paired,  # noqa: E402
+    pipelines,  # noqa: E402
+    training,  # noqa: E402
+    utils,  # noqa: E402
+)
+from noisylabels.coteaching import CoTeaching  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -173,7 +176,7 @@ def keras_fit(args, data):
     model = training.compile_classifier(build(args, data),
                                         steps_per_execution=args.steps_per_execution,
                                         jit_compile=_jit(args))
-    ds = datasets.make_train_dataset(data["x"], data["y"], batch_size=args.batch_size,
+    ds = pipelines.make_train_dataset(data["x"], data["y"], batch_size=args.batch_size,
                                   augment="standard", seed=0)
 
     def epoch():
@@ -184,14 +187,14 @@ def keras_fit(args, data):
 
 def paired_fit(args, data):
     """INCV's pair: two networks, each on its own half, side by side in one step."""
-    pair = training.PairedNetworks(build(args, data), build(args, data))
+    pair = paired.PairedNetworks(build(args, data), build(args, data))
     jit = _jit(args)
     pair.compile(optimizer1=keras.optimizers.Adam(1e-3), optimizer2=keras.optimizers.Adam(1e-3),
                  steps_per_execution=args.steps_per_execution,
                  **({} if jit == "auto" else {"jit_compile": jit}))
     n = len(data["y"])
     half = n // 2
-    ds = datasets.make_paired_dataset(data["x"][:half], data["y"][:half], data["x"][half:],
+    ds = pipelines.make_paired_dataset(data["x"][:half], data["y"][:half], data["x"][half:],
                                       data["y"][half:], batch_size=args.batch_size,
                                       augment="standard", seed=0)
 
@@ -208,7 +211,7 @@ def coteaching_fit(args, data):
     cot.forget_rate.assign(args.forget_rate)
     n = len(data["y"])
     # All images in S, C empty: the same batches of --batch_size as the other paths.
-    ds = datasets.make_coteaching_dataset(data["x"], data["y"], data["clean"], np.arange(n),
+    ds = pipelines.make_coteaching_dataset(data["x"], data["y"], data["clean"], np.arange(n),
                                        np.arange(0), batch_size=args.batch_size,
                                        c_batch_size=0, augment="standard", seed=0)
 
@@ -221,7 +224,7 @@ def coteaching_fit(args, data):
 def authors_loop(args, data):
     """Their per-step Python loop, with Keras 3 calls in place of Keras 2's."""
     nets = [training.compile_classifier(build(args, data)) for _ in range(2)]
-    augment = datasets.make_augmenter("standard", seed=0)
+    augment = pipelines.make_augmenter("standard", seed=0)
     rng = np.random.default_rng(0)
     x, y = data["x"], data["y"]
 
@@ -251,7 +254,7 @@ def predict(args, data):
 
 
 def pipeline(args, data):
-    ds = datasets.make_train_dataset(data["x"], data["y"], batch_size=args.batch_size,
+    ds = pipelines.make_train_dataset(data["x"], data["y"], batch_size=args.batch_size,
                                   augment="standard", seed=0)
     return lambda: sum(int(yb.shape[0]) for _, yb in ds)
 

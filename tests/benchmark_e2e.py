@@ -91,9 +91,7 @@ class Split:
 def instrument(split):
     import keras
 
-    import plots
-    import training
-    import utils
+    from noisylabels import plots, training, utils
 
     split.wrap(keras.Model, "fit", "training")
     split.wrap(keras.Model, "predict", "prediction")
@@ -124,10 +122,10 @@ def run_flags(name, args):
 
 
 def main(args):
-    import utils
+    from noisylabels import utils
 
     utils.load_tensorflow()
-    import incv_train
+    from noisylabels import incv_train
 
     split = Split()
     instrument(split)

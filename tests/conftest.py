@@ -61,7 +61,7 @@ def tiny_classifier(*, n_in=3, n_out=2, lr=1e-2, seed=0):
     """Dense softmax classifier compiled as the scripts compile theirs (Adam, sparse CE)."""
     import keras
 
-    import training
+    from noisylabels import training
 
     keras.utils.set_random_seed(seed)
     m = keras.Sequential([keras.Input((n_in,)), keras.layers.Dense(n_out, activation="softmax")])

@@ -15,12 +15,7 @@ import numpy as np
 import pytest
 import tomllib
 
-import data
-import flags
-import incv_train
-import noisy_cv
-import table
-import utils
+from noisylabels import data, flags, incv_train, noisy_cv, table, utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = ["--dataset", "digits", "--arch", "cnn", "--n_train", "300", "--incv_epochs", "1",
@@ -195,7 +190,7 @@ def test_corrupt_npz_from_the_command_line(tmp_path):
 # -- a training whose loss becomes NaN -------------------------------------------------------
 
 def test_stop_on_non_finite_loss_raises():
-    import training
+    from noisylabels import training
 
     cb = training.StopOnNonFiniteLoss(" (log: x/log.jsonl)")
     cb.on_epoch_end(0, {"loss": 0.5, "val_acc_noisy_labels": float("nan")})  # tracking NaN: ok
@@ -235,7 +230,7 @@ def test_jsonl_line_writes_null_for_nan_and_infinity():
 def test_jsonl_logger_writes_strict_json(tmp_path):
     import keras
 
-    import training
+    from noisylabels import training
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
     training.compile_classifier(model)
@@ -352,7 +347,7 @@ def test_bad_incv_results_is_refused_before_any_run_directory(case, digits_300, 
 
 
 def test_a_valid_incv_results_passes_the_check(digits_300, tmp_path):
-    import incv
+    from noisylabels import incv
 
     y_train, rows = digits_300
     y_noisy, st = incv.read_incv_csv(_write_csv(tmp_path / "ok.csv", rows), y_train,
@@ -436,16 +431,26 @@ def test_resume_with_nothing_to_resume_is_an_error(tmp_path):
 
 # -- installable package, --help without TensorFlow ------------------------------------------
 
-def test_pyproject_lists_every_top_level_module():
+def test_pyproject_installs_one_package_and_its_commands():
+    """Only ``noisylabels`` is installed (no generic top-level module such as ``utils``);
+    every console command names a function of it, and every root file is a thin entry point
+    to the package's module of the same name."""
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         project = tomllib.load(f)
-    listed = project["tool"]["setuptools"]["py-modules"]
-    on_disk = sorted(f[:-3] for f in os.listdir(ROOT) if f.endswith(".py"))
-    assert sorted(listed) == on_disk
+    assert project["tool"]["setuptools"]["packages"] == ["noisylabels"]
+    assert "py-modules" not in project["tool"]["setuptools"]
     for command, target in project["project"]["scripts"].items():
         module, func = target.split(":")
-        assert module in listed and f"def {func}():" in open(
-            os.path.join(ROOT, module + ".py")).read(), command
+        assert module.startswith("noisylabels.")
+        source = open(os.path.join(ROOT, *module.split(".")) + ".py").read()
+        assert f"def {func}():" in source, command
+    for f in sorted(os.listdir(ROOT)):
+        if f.endswith(".py"):
+            text = open(os.path.join(ROOT, f)).read()
+            assert f"from noisylabels import {f[:-3]} as _impl" in text, f
+            assert os.path.exists(os.path.join(ROOT, "noisylabels", f)), f
+    for dep in project["project"]["dependencies"]:
+        assert "==" not in dep and ">=" in dep and ",<" in dep, dep
 
 
 @pytest.mark.parametrize("script", ["noisy_cv.py", "incv_train.py", "table.py"])

@@ -6,13 +6,12 @@ cross-entropy over a set P w.r.t. the Dense kernel W and bias c is
 X_P^T (p_P - onehot(y_P)) / |P| and mean(p_P - onehot(y_P)).
 """
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 import tensorflow as tf
 
-from coteaching import CoTeaching
+from noisylabels.coteaching import CoTeaching
 
 N_IN, N_CLS, LR = 4, 3, 0.1
 

@@ -12,9 +12,9 @@ import subprocess
 import sys
 
 import pytest
-
-import devices
 from conftest import ROOT, subprocess_env
+
+from noisylabels import devices
 
 TOL = 1e-5  # float32 rounding: the two-replica gradient is a sum of two partial sums
 
@@ -28,12 +28,12 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import numpy as np
 import keras
 
-import incv_train
-import models
-import utils
-import coteaching
-import devices
-import training
+from noisylabels import incv_train
+from noisylabels import models
+from noisylabels import utils
+from noisylabels import coteaching
+from noisylabels import devices
+from noisylabels import training
 
 T0 = time.time()
 out = {"seconds": {}}
@@ -334,8 +334,7 @@ def test_all_devices_falls_back_on_one_device():
 
 
 def test_devices_flag():
-    import incv_train
-    import noisy_cv
+    from noisylabels import incv_train, noisy_cv
 
     for mod in (noisy_cv, incv_train):
         assert mod.parse_args([]).devices == "default"

@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-
-import noise
-import incv
 from conftest import lp_lr
+
+from noisylabels import incv, noise
 
 C = 10
 

@@ -6,11 +6,9 @@ import os
 
 import numpy as np
 import pytest
-
-import incv_train
-import noise
-import training
 from conftest import lp_lr, read_jsonl
+
+from noisylabels import incv_train, noise, training
 
 BASE = ["--dataset", "digits", "--arch", "cnn", "--n_train", "300", "--incv_epochs", "2",
         "--incv_iterations", "2", "--epochs", "3", "--noise_pattern", "sym",
@@ -135,8 +133,7 @@ def test_killed_run_resumes(finished, tmp_path, monkeypatch):
 
 
 def test_choices_agree_with_the_modules():
-    import coteaching
-    import incv
+    from noisylabels import coteaching, incv
 
     assert incv_train.SELECTIONS == coteaching.SELECTIONS
     assert incv_train.INCV_OPTIMIZERS == incv.INCV_OPTIMIZERS

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from models import MODEL_NAMES, build_model  # noqa: E402
+from noisylabels.models import MODEL_NAMES, build_model  # noqa: E402
 
 
 def _trainable_count(model):

@@ -13,8 +13,8 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import noise  # noqa: E402
-from noise import (  # noqa: E402
+from noisylabels import noise  # noqa: E402
+from noisylabels.noise import (  # noqa: E402
     actual_noise_ratio,
     add_noise,
     estimate_noise_ratio,

@@ -7,12 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-
-import noise
-import noisy_cv
-import utils
-import data
 from conftest import ROOT, lp_lr, read_jsonl, subprocess_env
+
+from noisylabels import data, noise, noisy_cv, utils
 
 
 def _run_cli(*argv):

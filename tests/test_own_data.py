@@ -11,13 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-import data
-import flags
-import incv_train
-import models
-import noise
-import noisy_cv
-import utils
+from noisylabels import data, flags, incv_train, models, noise, noisy_cv, utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--arch", "cnn", "--verbose", "0"]
@@ -65,7 +59,7 @@ def test_given_labels_with_clean_labels_are_measured_as_today(npz_files, tmp_pat
     assert 0.2 < s["actual_noise_ratio"] < 0.4
     assert s["label_precision"] is not None and s["label_recall"] is not None
     # without a known T the theory uses the empirical one of the clean vs given labels
-    import metrics
+    from noisylabels import metrics
 
     assert np.allclose(s["transition_matrix"],
                        metrics.normalized_confusion(ytr[idx], y_given[idx], 10))
@@ -260,7 +254,7 @@ def test_custom_T_sampling_matches_T_and_the_closed_forms():
     y = rng.choice(3, size=300_000, p=prior)
     y_noisy = noise.add_noise_from_transition(y, T3, seed=1)
     assert np.array_equal(y_noisy, noise.add_noise_from_transition(y, T3, seed=1))  # seeded
-    import metrics
+    from noisylabels import metrics
 
     assert np.allclose(metrics.normalized_confusion(y, y_noisy, 3), T3, atol=0.005)
     # a network that reproduces the noise on held-out data predicts pred ~ T[y] as well
@@ -331,7 +325,7 @@ def test_bad_transition_matrix_via_the_script_exits_2_and_writes_nothing(tmp_pat
 def test_python_api_on_a_tiny_model():
     import keras
 
-    import incv
+    from noisylabels import incv
 
     xtr, ytr, _, _ = _digits()
     x, y = xtr[:240], ytr[:240]
@@ -360,7 +354,7 @@ def test_importing_the_api_sets_nothing_beyond_tensorflow_itself():
     TF_ENABLE_ONEDNN_OPTS: utils.load_tensorflow, called by the scripts only) nor anything
     else beyond the variables TensorFlow's own import sets (imported first, as the baseline)."""
     probe = ("import json, os, sys; sys.path.insert(0, {root!r}); import keras; "
-             "before = dict(os.environ); import incv; "
+             "before = dict(os.environ); from noisylabels import incv; "
              "print(json.dumps(sorted(k for k in os.environ if before.get(k) != os.environ[k])"
              " + [k for k in ('TF_CPP_MIN_LOG_LEVEL', 'TF_ENABLE_ONEDNN_OPTS') "
              "if k in os.environ]))").format(root=ROOT)

@@ -1,14 +1,12 @@
-"""INCV's two runs side by side (training.PairedNetworks) against the two sequential runs."""
+"""INCV's two runs side by side (paired.PairedNetworks) against the two sequential runs."""
 
 import json
 
+import keras
 import numpy as np
 import pytest
 
-import keras
-
-import models
-import training
+from noisylabels import models, paired, training
 
 SHAPE, C, BATCH, EPOCHS = (8, 8, 1), 4, 16, 2
 
@@ -44,10 +42,10 @@ def _sequential(parts, initial, tmp_path):
 
 
 def _paired(parts, initial, tmp_path):
-    pair = training.PairedNetworks(models.build_model("cnn", SHAPE, C),
+    pair = paired.PairedNetworks(models.build_model("cnn", SHAPE, C),
                                    models.build_model("cnn", SHAPE, C))
     pair.compile(optimizer1=training.adam(1e-3), optimizer2=training.adam(1e-3))  # as INCV
-    probs, infos = training.train_pair_and_predict(
+    probs, infos = paired.train_pair_and_predict(
         pair, initial, parts, epochs=EPOCHS, batch_size=BATCH, schedule=_schedule(),
         augment="none", seed=5, keep_best=True, log_path=str(tmp_path / "pair.jsonl"),
         log_extras=({"run": "half1"}, {"run": "half2"}), verbose=0)
@@ -104,4 +102,4 @@ def test_unequal_sizes_cycle_the_smaller_side(initial, tmp_path):
 def test_pair_rejects_shared_networks():
     net = models.build_model("cnn", SHAPE, C)
     with pytest.raises(ValueError, match="two different networks"):
-        training.PairedNetworks(net, net)
+        paired.PairedNetworks(net, net)

@@ -4,11 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-import flags
-import incv_train
-import models
-import noisy_cv
-import training
+from noisylabels import flags, incv_train, models, noisy_cv, paired, training
 
 
 @pytest.fixture
@@ -32,7 +28,7 @@ def test_mixed_policy_keeps_float32_probabilities(policy, precision, arch):
 
 def test_paired_step_under_bfloat16_has_float32_losses(policy):
     policy("mixed_bfloat16")
-    pair = training.PairedNetworks(models.build_model("cnn", (8, 8, 1), 3),
+    pair = paired.PairedNetworks(models.build_model("cnn", (8, 8, 1), 3),
                                    models.build_model("cnn", (8, 8, 1), 3))
     pair.compile(optimizer1=keras.optimizers.Adam(1e-3), optimizer2=keras.optimizers.Adam(1e-3))
     rng = np.random.default_rng(0)
@@ -51,7 +47,7 @@ def test_precision_flag_is_shared_and_defaults_to_float32():
 
 
 def test_coteaching_under_float16_scales_its_losses(policy):
-    from coteaching import CoTeaching
+    from noisylabels.coteaching import CoTeaching
 
     policy("mixed_float16")
     cot = CoTeaching(models.build_model("cnn", (8, 8, 1), 3),

@@ -1,7 +1,13 @@
 """Progress a person can read: INCV's run and iteration lines, the closing line of a run."""
 
-from progress import (Progress, done_line, format_duration, incv_iteration_line,
-                      incv_pair_line, incv_run_line)
+from noisylabels.progress import (
+    Progress,
+    done_line,
+    format_duration,
+    incv_iteration_line,
+    incv_pair_line,
+    incv_run_line,
+)
 
 
 class FakeClock:
@@ -85,8 +91,7 @@ def test_noisy_cv_prints_no_epoch_line_inside_keras_progress_bar(tmp_path, monke
     our per-epoch line (the printer) is passed only with --verbose 0 or 2."""
     import pytest
 
-    import noisy_cv
-    import training
+    from noisylabels import noisy_cv, training
 
     seen = {}
 

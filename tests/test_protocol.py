@@ -9,9 +9,7 @@ import subprocess
 import pytest
 from conftest import ROOT
 
-import incv_train
-import noisy_cv
-import table
+from noisylabels import incv_train, noisy_cv, table
 
 SCRIPT = os.path.join(ROOT, "reproduce_cifar10_cpu.sh")
 SELECTION = "incv/cifar10/sym/0.5/incv/seed0/cifar10_sym0.5_INCV_results.csv"

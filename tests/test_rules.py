@@ -15,15 +15,18 @@ import numpy as np
 import pytest
 from conftest import lp_lr, read_jsonl, tiny_classifier, write_cifar
 
-import coteaching
-import data
-import flags
-import incv
-import incv_train
-import models
-import noise
-import noisy_cv
-import training
+from noisylabels import (
+    coteaching,
+    data,
+    flags,
+    incv,
+    incv_train,
+    models,
+    noise,
+    noisy_cv,
+    pipelines,
+    training,
+)
 
 # ------------------------------------------------------------------ schedule constants
 
@@ -384,7 +387,7 @@ def test_standard_augmentation_is_a_bounded_shift_with_nearest_fill_and_left_rig
     x = np.zeros((n, size, size, 2), "float32")
     x[..., 0] = ramp[None, None, :]  # varies along the width only
     x[..., 1] = ramp[None, :, None]  # varies along the height only
-    out = keras.ops.convert_to_numpy(data.make_augmenter("standard", seed=5)(x, training=True))
+    out = keras.ops.convert_to_numpy(pipelines.make_augmenter("standard", seed=5)(x, training=True))
     j = np.arange(size)
     shifts, flips = {"h": [], "v": []}, 0
     for img in out:
@@ -416,7 +419,7 @@ def test_cifar_uint8_pixels_reach_the_model_as_x_over_255(tmp_path):
     d = data.load_dataset("cifar10", data_dir=str(tmp_path), download=False)
     raw = np.concatenate([written[f"data_batch_{i}"][0] for i in range(1, 6)])
     expected = raw.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(np.float32) / 255
-    ds = data.make_train_dataset(d.x_train, d.y_train, batch_size=20, augment="none",
+    ds = pipelines.make_train_dataset(d.x_train, d.y_train, batch_size=20, augment="none",
                                  shuffle=False)
     (xb, yb), = list(ds)
     np.testing.assert_array_equal(xb.numpy(), expected)  # bit for bit
@@ -429,8 +432,8 @@ def test_noisy_cv_trains_with_standard_augmentation_on_cifar_files(tmp_path, mon
     raw = np.concatenate([written[f"data_batch_{i}"][0] for i in range(1, 6)])
     pixels = raw.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(np.float32) / 255
     kinds, fed = [], []
-    real_aug, real_ds = data.make_augmenter, training.make_train_dataset
-    monkeypatch.setattr(data, "make_augmenter", lambda kind, **k: kinds.append(kind) or real_aug(
+    real_aug, real_ds = pipelines.make_augmenter, training.make_train_dataset
+    monkeypatch.setattr(pipelines, "make_augmenter", lambda kind, **k: kinds.append(kind) or real_aug(
         kind, **k))
     monkeypatch.setattr(training, "make_train_dataset", lambda x, y, **k: fed.append(
         (x.copy(), k["augment"])) or real_ds(x, y, **k))

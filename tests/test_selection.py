@@ -9,9 +9,7 @@ import os
 import numpy as np
 import pytest
 
-import incv
-import noise
-import selection
+from noisylabels import incv, noise, selection
 
 C = 10
 
@@ -129,8 +127,7 @@ def test_cross_validation_round_is_out_of_sample_and_equals_incv_first_iteration
 def test_noisy_cv_two_folds_is_out_of_sample(tmp_path, monkeypatch):
     """noisy_cv --folds 2 trains the other fold too; every training sample's saved row
     comes from the fold that held it out (training.train_folds scripted)."""
-    import noisy_cv
-    import training
+    from noisylabels import noisy_cv, training
 
     calls = []
 
@@ -169,7 +166,7 @@ BASE = ["--dataset", "digits", "--arch", "cnn", "--n_train", "300", "--incv_epoc
 
 @pytest.fixture(scope="module")
 def selectors_run(tmp_path_factory):
-    import incv_train
+    from noisylabels import incv_train
 
     results = str(tmp_path_factory.mktemp("results"))
     summaries = incv_train.main(incv_train.parse_args(
@@ -219,7 +216,7 @@ def test_every_selector_writes_the_same_files(selectors_run):
 
 
 def test_cl_trains_its_own_round_without_an_incv_run(tmp_path):
-    import incv_train
+    from noisylabels import incv_train
 
     (s,) = incv_train.main(incv_train.parse_args(
         BASE + ["--method", "ncv", "--incv_only", "--results_dir", str(tmp_path)]))
@@ -232,7 +229,7 @@ def test_cl_trains_its_own_round_without_an_incv_run(tmp_path):
 
 
 def test_table_lines_up_the_selectors_and_estimators(selectors_run):
-    import table
+    from noisylabels import table
 
     results, summaries = selectors_run
     tables = table.build_tables(table.collect_runs([results]))
@@ -256,7 +253,7 @@ def test_table_lines_up_the_selectors_and_estimators(selectors_run):
 
 
 def test_noisy_cv_two_folds_end_to_end(tmp_path):
-    import noisy_cv
+    from noisylabels import noisy_cv
 
     (s,) = noisy_cv.main(noisy_cv.parse_args(
         ["--dataset", "digits", "--arch", "cnn", "--epochs", "1", "--n_train", "200",

@@ -11,10 +11,9 @@ import sys
 
 import numpy as np
 import pytest
-
-import table
 from conftest import ROOT, subprocess_env
 
+from noisylabels import table
 
 # incv_train.py runs on "cifar10": accuracy (model1) per (pattern, ratio, method, seed).
 ACC = {("sym", 0.5, "incv"): [0.85, 0.84, None],        # seed 2: partial (config.json only)
@@ -364,7 +363,7 @@ def test_variants_get_their_own_rows_not_duplicates(tmp_path):
 def test_curves_overlay_every_finished_training_run(tmp_path, monkeypatch):
     """--curves: one figure with both networks' per-epoch test accuracy of each finished run
     (a variant labelled apart); without any such run, a clear error."""
-    import plots
+    from noisylabels import plots
 
     fused = _train_run(str(tmp_path / "a"), "sym", 0.5, "incv", 0, 0.80)
     authors = _train_run(str(tmp_path / "b"), "sym", 0.5, "incv", 0, 0.70)

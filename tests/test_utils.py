@@ -3,16 +3,12 @@
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
-
-import keras
-
-import utils
-import data
-import metrics
-import training
 from conftest import tiny_classifier, write_cifar
+
+from noisylabels import data, metrics, pipelines, training, utils
 
 
 def test_cifar10_loader_reads_the_official_layout(tmp_path):
@@ -140,7 +136,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
 
 def test_train_dataset_visits_every_sample_once_per_epoch():
     x = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
-    ds = data.make_train_dataset(x, np.arange(10), batch_size=4, seed=0)
+    ds = pipelines.make_train_dataset(x, np.arange(10), batch_size=4, seed=0)
     epoch = [(xb.numpy().ravel(), yb.numpy()) for xb, yb in ds]
     assert [len(b[1]) for b in epoch] == [4, 4, 2]
     assert sorted(np.concatenate([b[1] for b in epoch])) == list(range(10))
@@ -159,13 +155,13 @@ def test_pipelines_draw_each_epochs_order_from_seed_and_epoch():
     def epochs(ds, n):
         return [[tuple(np.ravel(b[1])) for b in ds] for _ in range(n)]
 
-    full = epochs(data.make_train_dataset(x, y, batch_size=4, seed=3), 4)
+    full = epochs(pipelines.make_train_dataset(x, y, batch_size=4, seed=3), 4)
     assert len({tuple(e) for e in full}) == 4  # every epoch its own order
-    assert epochs(data.make_train_dataset(x, y, batch_size=4, seed=3, first_epoch=2), 2) \
+    assert epochs(pipelines.make_train_dataset(x, y, batch_size=4, seed=3, first_epoch=2), 2) \
         == full[2:]
-    assert epochs(data.make_train_dataset(x, y, batch_size=4, seed=4), 1) != full[:1]
+    assert epochs(pipelines.make_train_dataset(x, y, batch_size=4, seed=4), 1) != full[:1]
     clean = np.ones(11, bool)
-    make = lambda first: data.make_coteaching_dataset(  # noqa: E731
+    make = lambda first: pipelines.make_coteaching_dataset(  # noqa: E731
         x, y, clean, np.arange(7), np.arange(7, 11), batch_size=3, c_batch_size=2, seed=3,
         first_epoch=first)
     cot = epochs(make(0), 3)
@@ -177,14 +173,14 @@ def test_pipelines_draw_each_epochs_order_from_seed_and_epoch():
 
 def test_augmentation_is_seeded_and_shape_preserving():
     x = np.random.default_rng(0).random((8, 32, 32, 3)).astype(np.float32)
-    outs = [data.make_augmenter("standard", seed=3)(x, training=True) for _ in range(2)]
+    outs = [pipelines.make_augmenter("standard", seed=3)(x, training=True) for _ in range(2)]
     a, b = (keras.ops.convert_to_numpy(o) for o in outs)
     assert a.shape == x.shape and np.array_equal(a, b) and not np.array_equal(a, x)
-    assert data.make_augmenter("none", seed=0) is None
-    assert data.resolve_augmentation("auto", "digits") == "none"
-    assert data.resolve_augmentation("auto", "cifar10") == "standard"
+    assert pipelines.make_augmenter("none", seed=0) is None
+    assert pipelines.resolve_augmentation("auto", "digits") == "none"
+    assert pipelines.resolve_augmentation("auto", "cifar10") == "standard"
     with pytest.raises(ValueError, match="--augment"):
-        data.resolve_augmentation("crop", "cifar10")
+        pipelines.resolve_augmentation("crop", "cifar10")
 
 
 def test_coteaching_dataset_joins_s_and_c_batches():
@@ -193,7 +189,7 @@ def test_coteaching_dataset_joins_s_and_c_batches():
     y = np.arange(n) % 3
     clean = np.arange(n) % 2 == 0
     s_idx, c_idx = np.arange(0, 10), np.arange(10, 20)
-    ds = data.make_coteaching_dataset(x, y, clean, s_idx, c_idx, batch_size=4,
+    ds = pipelines.make_coteaching_dataset(x, y, clean, s_idx, c_idx, batch_size=4,
                                        c_batch_size=2, seed=0)
     batches = list(ds)
     assert len(batches) == 3  # one pass over S: 4 + 4 + 2
@@ -208,7 +204,7 @@ def test_coteaching_dataset_joins_s_and_c_batches():
         assert np.array_equal(inputs["clean"].numpy(), clean[ids].astype(np.float32))
         seen_s += ids[:b_s].tolist()
     assert sorted(seen_s) == list(s_idx)
-    only_s = list(data.make_coteaching_dataset(x, y, clean, s_idx, c_idx, batch_size=4,
+    only_s = list(pipelines.make_coteaching_dataset(x, y, clean, s_idx, c_idx, batch_size=4,
                                                 c_batch_size=0, seed=0))
     assert all(inp["from_s"].numpy().all() for inp, _ in only_s)
 

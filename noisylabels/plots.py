@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-import utils
+from . import utils
 
 
 def pyplot():
@@ -31,7 +31,7 @@ def plot_theory_sweep(points, path, *, num_classes, title=""):
 
     points: list of dicts with pattern, ratio, noisy_accuracy, label_precision, label_recall.
     """
-    import noise
+    from . import noise
 
     plt = pyplot()
     patterns = sorted({p["pattern"] for p in points})

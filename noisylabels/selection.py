@@ -22,9 +22,7 @@ the empirical T when clean labels are known).
 
 import numpy as np
 
-import metrics
-import noise
-import utils
+from . import metrics, noise, utils
 
 # cleanlab's estimator of the fraction of label issues used everywhere here: 1 - trace of
 # the confident joint calibrated to the given labels' class counts (the one cleanlab's docs

@@ -6,15 +6,12 @@ resets, per-epoch checkpoints and held-out monitoring, and ``train_and_predict``
 import re
 import time
 
+import keras
 import numpy as np
 
-import keras
-
-import devices
-import metrics
-import utils
-from data import make_train_dataset
-from progress import Progress
+from . import devices, metrics, utils
+from .pipelines import make_train_dataset
+from .progress import Progress
 
 # The authors passed epsilon=1e-8 to every Adam (INCV.py, INCV_main.py, Verify_Theory.py), the
 # Keras 2 default; Keras 3's default is 1e-7.
@@ -295,7 +292,7 @@ def compile_classifier(model, *, lr=1e-3, steps_per_execution=1, jit_compile="au
 
 def build_classifier(args, data, strategy):
     """``--arch`` for ``data``, compiled as the authors did, on ``--devices``' strategy."""
-    import models
+    from . import models
 
     with strategy.scope():
         net = models.build_model(args.arch, data.input_shape, data.num_classes)
@@ -393,218 +390,3 @@ def train_folds(model, initial_weights, x, y, *, folds, x_test=None, log_extra=N
                                                                  verbose=0)
         results.append({"probs": probs, "test_probs": test_probs, "info": info})
     return results
-
-
-class PairedNetworks(keras.Model):
-    """Two independent networks trained side by side in one compiled training step.
-
-    INCV trains, in every iteration, two networks from the same initial weights on
-    S + C1 and S + C2 (arXiv:1905.05040, Algorithm 1); noisy cross-validation trains one
-    per fold. They share nothing, so they can run in one step: each network takes its own
-    half's batch, its own loss (the authors' sparse cross-entropy on the softmax output,
-    plus its L2 penalties) and its own optimizer; nothing passes between them. The result
-    is the two sequential runs' up to float rounding order (tests/test_paired.py); one
-    step keeps both cores of a small CPU busy (one network's ``fit`` keeps ~1.5 busy) and
-    halves the kernel launches per image on a GPU, where a ResNet-32 step at batch 128 is
-    launch-bound.
-
-    Parameters
-    ----------
-    net1, net2 : keras.Model
-        Two distinct built networks, softmax outputs; they must not share variables.
-
-    Notes
-    -----
-    Training data (``fit``): ``((x1, x2), (y1, y2))`` batches, e.g. from
-    ``data.make_paired_dataset``; the two batches may differ in size. Logged metrics:
-    ``loss1``, ``accuracy1``, ``loss2``, ``accuracy2`` (as ``compile_classifier``'s
-    ``loss`` / ``accuracy``, per network). ``call``/``predict`` use ``net1``; predict each
-    network with ``net1.predict`` / ``net2.predict``. Under a ``mixed_float16`` policy each
-    optimizer is wrapped in a ``LossScaleOptimizer`` as ``keras.Model.compile`` does.
-    One device only (no ``tf.distribute`` replicas): each step is small enough that its two
-    networks are the parallelism.
-    """
-
-    def __init__(self, net1, net2, **kwargs):
-        super().__init__(**kwargs)
-        if net1 is net2:
-            raise ValueError("net1 and net2 must be two different networks")
-        if {id(v) for v in net1.weights} & {id(v) for v in net2.weights}:
-            raise ValueError("net1 and net2 must not share variables")
-        self.net1, self.net2 = net1, net2
-        self.optimizer1 = self.optimizer2 = None
-        self._loss_fn = keras.losses.SparseCategoricalCrossentropy()
-        self._trackers = [keras.metrics.Mean(name=n)
-                          for n in ("loss1", "accuracy1", "loss2", "accuracy2")]
-        self.built = True  # the networks are built; the optimizers are built in compile
-
-    @property
-    def metrics(self):
-        return list(self._trackers)
-
-    def compile(self, optimizer1, optimizer2, **kwargs):
-        """One optimizer per network (two instances); ``kwargs`` go to ``Model.compile``
-        (e.g. ``steps_per_execution``; ``jit_compile`` defaults to False, which is
-        faster on a CPU)."""
-        kwargs.setdefault("jit_compile", False)
-        super().compile(optimizer=None, **kwargs)
-        if self.distribute_strategy.num_replicas_in_sync > 1:
-            raise ValueError("PairedNetworks trains on one device: with several replicas "
-                             "(--devices all) train the two runs one after the other "
-                             "(--incv_parallel sequential)")
-        opts = [keras.optimizers.get(optimizer1), keras.optimizers.get(optimizer2)]
-        if opts[0] is opts[1]:
-            raise ValueError("optimizer1 and optimizer2 must be two different instances")
-        if keras.mixed_precision.global_policy().name == "mixed_float16":
-            opts = [o if isinstance(o, keras.optimizers.LossScaleOptimizer)
-                    else keras.optimizers.LossScaleOptimizer(o) for o in opts]
-        opts[0].build(self.net1.trainable_variables)
-        opts[1].build(self.net2.trainable_variables)
-        self.optimizer1, self.optimizer2 = opts
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        return None  # networks and optimizers are built already
-
-    def call(self, x, training=False):
-        return self.net1(x, training=training)
-
-    def _loss(self, net, y, probs):
-        """``compile_classifier``'s loss: mean sparse cross-entropy + the L2 penalties."""
-        loss = self._loss_fn(y, keras.ops.cast(probs, "float32"))
-        for reg in net.losses:
-            loss = loss + keras.ops.cast(reg, "float32")
-        return loss
-
-    def train_step(self, data):
-        import tensorflow as tf
-
-        (x1, x2), (y1, y2), _ = keras.utils.unpack_x_y_sample_weight(data)
-        nets, opts = (self.net1, self.net2), (self.optimizer1, self.optimizer2)
-        with tf.GradientTape() as tape:
-            p1 = self.net1(x1, training=True)
-            p2 = self.net2(x2, training=True)
-            loss1, loss2 = self._loss(nets[0], y1, p1), self._loss(nets[1], y2, p2)
-            # loss1 depends on net1's variables only and loss2 on net2's: the gradient of
-            # the sum w.r.t. each network is that network's own, in one backward pass.
-            total = opts[0].scale_loss(loss1) + opts[1].scale_loss(loss2)
-        vars1, vars2 = nets[0].trainable_variables, nets[1].trainable_variables
-        grads = tape.gradient(total, vars1 + vars2)
-        opts[0].apply_gradients(zip(grads[:len(vars1)], vars1))
-        opts[1].apply_gradients(zip(grads[len(vars1):], vars2))
-        for tracker, value, y, p in ((self._trackers[0], loss1, y1, p1),
-                                     (self._trackers[2], loss2, y2, p2)):
-            n = tf.shape(y)[0]
-            tracker.update_state(value, sample_weight=n)
-        for tracker, y, p in ((self._trackers[1], y1, p1), (self._trackers[3], y2, p2)):
-            hit = tf.equal(tf.argmax(p, -1, output_type=tf.int32),
-                           tf.reshape(tf.cast(y, tf.int32), [-1]))
-            tracker.update_state(tf.cast(hit, tf.float32))
-        return {m.name: m.result() for m in self._trackers}
-
-
-class _PairedRunLogs(keras.callbacks.Callback):
-    """Per network of a :class:`PairedNetworks`: its own held-out monitor (and best
-    checkpoint) and its own log rows, as :func:`train_and_predict` keeps for one run."""
-
-    def __init__(self, nets, monitors, loggers):
-        super().__init__()
-        self.nets, self.monitors, self.loggers = nets, monitors, loggers
-        for net, *cbs in zip(nets, monitors, loggers):
-            for cb in cbs:
-                cb.set_model(net)
-
-    def set_params(self, params):
-        super().set_params(params)
-        for cb in (*self.monitors, *self.loggers):
-            cb.set_params(params)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        for cb in self.loggers:
-            cb.on_epoch_begin(epoch)
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        for k, (monitor, logger) in enumerate(zip(self.monitors, self.loggers), 1):
-            own = {name: logs[f"{name}{k}"] for name in ("loss", "accuracy")
-                   if f"{name}{k}" in logs}
-            monitor.on_epoch_end(epoch, own)
-            logger.on_epoch_end(epoch, own)
-
-    def on_train_end(self, logs=None):
-        for monitor in self.monitors:
-            monitor.on_train_end()
-
-
-def build_paired_classifiers(args, data, *, lr=None):
-    """Two ``--arch`` networks for ``data`` in a compiled :class:`PairedNetworks`."""
-    import models
-
-    nets = [models.build_model(args.arch, data.input_shape, data.num_classes)
-            for _ in range(2)]
-    pair = PairedNetworks(*nets)
-    lr = args.lr if lr is None else lr
-    pair.compile(optimizer1=adam(lr), optimizer2=adam(lr))
-    return pair
-
-
-def train_pair_and_predict(pair, initial_weights, parts, *, epochs, batch_size, schedule,
-                           augment="none", seed=0, keep_best=False, log_path=None,
-                           log_extras=(None, None), verbose=1, printer=None, callbacks=()):
-    """:func:`train_and_predict` for two runs at once, side by side in one compiled step.
-
-    Parameters
-    ----------
-    pair : PairedNetworks
-        Compiled. Both networks are set to ``initial_weights`` and both optimizers reset.
-    initial_weights : list of arrays
-        One network's weights (``get_weights()``), the start of both runs (INCV's rule).
-    parts : two tuples ``(x_fit, y_fit, x_held, y_held, y_held_true)``
-        Each run's training part, held-out part, its noisy labels and (optional, tracking
-        only) true labels; shapes as in :func:`train_and_predict`.
-    schedule, epochs, batch_size, augment, seed, keep_best
-        As in :func:`train_and_predict`, for both runs. An epoch is
-        ``ceil(max(n1, n2) / batch_size)`` steps (see ``data.make_paired_dataset``):
-        with equal training sizes each run sees the batches its sequential run sees.
-    log_path, log_extras
-        One JSON line per epoch and run (each run with its own ``log_extras[k]``, e.g.
-        ``{"run": tag}``), as the sequential runs write them.
-
-    Returns
-    -------
-    probs : tuple of two (m_k, c) float32
-        Each run's held-out softmax outputs of its final (or, with ``keep_best``, best)
-        weights.
-    infos : tuple of two dicts
-        ``history`` (per-epoch logs of the pair) and ``best_epoch`` (1-based, or None).
-
-    Notes
-    -----
-    Exact equality with two sequential runs needs the same data order and augmentation
-    draws. The order is the same (same pipeline, same seed). The augmentation layers draw
-    from a seed generator in ``tf.data`` map calls that run in parallel, so their random
-    stream is not reproducible call for call even for one sequential run; the equality
-    test therefore runs without augmentation.
-    """
-    from data import make_paired_dataset
-
-    for net in (pair.net1, pair.net2):
-        net.set_weights(initial_weights)
-    opts = [pair.optimizer1, pair.optimizer2]
-    for opt in opts:
-        reset_optimizer(opt)
-    monitors = [HeldOutMonitor(p[2], p[3], p[4], keep_best=keep_best, optimizer=opt)
-                for p, opt in zip(parts, opts)]
-    loggers = [JsonlLogger(log_path, extra=extra, printer=printer, optimizer=opt)
-               for extra, opt in zip(log_extras, opts)]
-    cbs = [EpochSchedule(schedule, opts, reset_on_drop=False),
-           _PairedRunLogs([pair.net1, pair.net2], monitors, loggers),
-           StopOnNonFiniteLoss(f" (log: {log_path})" if log_path else ""), *callbacks]
-    ds = make_paired_dataset(parts[0][0], parts[0][1], parts[1][0], parts[1][1],
-                             batch_size=batch_size, augment=augment, seed=seed)
-    history = pair.fit(ds, epochs=epochs, callbacks=cbs, verbose=verbose, shuffle=False)
-    probs = tuple(net.predict(p[2], batch_size=1024, verbose=0)
-                  for net, p in zip((pair.net1, pair.net2), parts))
-    infos = tuple({"history": history.history,
-                   "best_epoch": m.best_epoch + 1 if keep_best and m.best_epoch is not None
-                   else None} for m in monitors)
-    return probs, infos

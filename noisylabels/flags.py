@@ -11,7 +11,7 @@ import math
 import os
 import sys
 
-import utils
+from . import utils
 
 # The networks of models.MODEL_NAMES, as a literal so that --help needs no TensorFlow
 # (tests check the two agree).
@@ -24,9 +24,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch size"):
     """The flags both scripts share (data, noise, network, seeds, results, devices)."""
-    import data  # here, not at the top: data and devices import utils
-    import devices
-    import noise
+    from . import devices, noise, pipelines
 
     p = parser
     p.add_argument("--dataset", type=str, default="cifar10",
@@ -64,7 +62,7 @@ def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch siz
     p.add_argument("--arch", type=str, default=arch, choices=ARCHS, help=arch_help)
     p.add_argument("--batch_size", type=int, default=128, help=batch_help)
     p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
-    p.add_argument("--augment", type=str, default="auto", choices=data.AUGMENTATIONS,
+    p.add_argument("--augment", type=str, default="auto", choices=pipelines.AUGMENTATIONS,
                    help="standard = shift 4/32 + horizontal flip (authors'); auto = standard, "
                         "none for digits")
     p.add_argument("--n_train", type=int, default=None,
@@ -251,7 +249,7 @@ def noise_plan(args, data, printer):
     are: one setting "given", no synthetic noise; a matrix file gives one setting
     "T-<stem>"; otherwise every --noise_pattern x --noisy_ratio.
     """
-    import noise
+    from . import noise
 
     given = data.y_train_noisy is not None
     if given and args.transition_matrix is not None:

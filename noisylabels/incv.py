@@ -6,17 +6,13 @@ resumable state, the authors' per-sample CSV, and the training runs it calls.
 import csv
 import os
 
+import keras
 import numpy as np
 
-import keras
-
-import devices
-import metrics
-import noise
-import training
-import utils
-from data import resolve_augmentation, to_unit_float
-from progress import Progress, incv_pair_line, incv_run_line
+from . import devices, metrics, noise, paired, training, utils
+from .data import to_unit_float
+from .pipelines import resolve_augmentation
+from .progress import Progress, incv_pair_line, incv_run_line
 
 PAPER_INCV_EPOCHS = 50      # each INCV training run
 # Adam state at the start of each INCV run (--incv_optimizer): "fresh" zeroed; "carry" the state
@@ -326,7 +322,7 @@ def clean_labels(x, y_noisy, *, build_model, num_classes=None, noise_type="sym",
     epochs : int
         Epochs of each INCV training run (the paper: 50; the lr drops scale with it).
     batch_size, seed, iterations, lr, verbose
-        As the flags of incv_train.py; ``augment`` one of data.AUGMENTATIONS but "auto".
+        As the flags of incv_train.py; ``augment`` one of pipelines.AUGMENTATIONS but "auto".
     y_true : (n,) int, optional
         Clean labels, if known: only for label precision / recall per iteration.
 
@@ -378,12 +374,12 @@ def clean_labels(x, y_noisy, *, build_model, num_classes=None, noise_type="sym",
 
 
 def make_incv_train_pair_fn(args, data, y_noisy, *, seed, out, printer):
-    """INCV's two runs of an iteration side by side (``training.PairedNetworks``), both
+    """INCV's two runs of an iteration side by side (``paired.PairedNetworks``), both
     from the same initial weights, which are those :func:`make_incv_train_fn` uses for the
     same seed. The ``train_pair_fn`` of :func:`incv_select`."""
     keras.utils.set_random_seed(seed)
     initial = models_initial_weights(args, data)
-    pair = training.build_paired_classifiers(args, data)
+    pair = paired.build_paired_classifiers(args, data)
     schedule = training.PiecewiseLR(args.lr, INCV_BOUNDARIES, INCV_FACTORS,
                                     paper_epochs=PAPER_INCV_EPOCHS, epochs=args.incv_epochs)
     aug = resolve_augmentation(args.augment, data.name)
@@ -397,7 +393,7 @@ def make_incv_train_pair_fn(args, data, y_noisy, *, seed, out, printer):
         # clean labels for tracking only, as the sequential runs: none when unknown
         parts = [(data.x_train[t], y_noisy[t], data.x_train[h], y_noisy[h],
                   None if data.y_clean is None else data.y_clean[h]) for t, h in (run1, run2)]
-        probs, _ = training.train_pair_and_predict(
+        probs, _ = paired.train_pair_and_predict(
             pair, initial, parts, epochs=args.incv_epochs, batch_size=args.batch_size,
             schedule=schedule, augment=aug, seed=seed, keep_best=keep_best,
             log_path=os.path.join(out, "incv_log.jsonl"),
@@ -411,6 +407,6 @@ def make_incv_train_pair_fn(args, data, y_noisy, *, seed, out, printer):
 def models_initial_weights(args, data):
     """The initial weights :func:`make_incv_train_fn`'s network gets after
     ``keras.utils.set_random_seed(seed)``: one ``--arch`` network built right after it."""
-    import models
+    from . import models
 
     return models.build_model(args.arch, data.input_shape, data.num_classes).get_weights()

@@ -13,11 +13,8 @@ import os
 import keras
 import tensorflow as tf
 
-import devices
-import models
-import training
-import utils
-from data import make_coteaching_dataset, make_train_dataset, resolve_augmentation
+from . import devices, models, training, utils
+from .pipelines import make_coteaching_dataset, make_train_dataset, resolve_augmentation
 
 PAPER_EPOCHS = 200          # Co-teaching / standard training
 # Co-teaching: x0.1 at epochs 80, 120, 160, then x0.5 at 180 (0-based epoch == 80 in the

@@ -1,0 +1,648 @@
+"""Tables from finished runs: the paper's Table 1 layout (methods x settings, final test
+accuracy), INCV's selection per iteration, the noise-ratio estimates, and noisy_cv.py's
+measurements beside the closed forms.
+
+    python table.py results/                       # Markdown to stdout
+    python table.py results/grid --format csv --out results/grid/table.csv
+
+Reads each run's ``config.json`` and ``summary.json`` under the given folders; runs that are
+unfinished, malformed, or missing a seed are listed under "Not included", never averaged in.
+Pipeline: :func:`collect_runs` -> ``table_*`` (rows: flat dicts) -> ``format_*``.
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+
+from .data import dataset_name
+from .utils import atomic_write, cli, read_json, read_jsonl
+
+METHOD_LABELS = {"standard": "Standard", "coteaching": "Co-teaching",
+                 "incv": "INCV + Co-teaching", "cl": "Confident learning + Co-teaching",
+                 "ncv": "Noisy CV rule + Co-teaching"}
+# arXiv:1905.05040, Table 1: the paper's CIFAR-10 clean test accuracy (%), mean and ± of 5 runs.
+PAPER_RUNS, PAPER_SETTINGS = 5, ("sym 0.2", "sym 0.5", "sym 0.8", "asym 0.4")
+PAPER_CIFAR10 = {
+    "F-correction": ((85.08, 0.43), (76.02, 0.19), (34.76, 4.53), (83.55, 2.15)),
+    "Decoupling": ((86.72, 0.32), (79.31, 0.62), (36.90, 4.61), (75.27, 0.83)),
+    "Co-teaching": ((89.05, 0.32), (82.12, 0.59), (16.21, 3.02), (84.55, 2.81)),
+    "MentorNet": ((88.36, 0.46), (77.10, 0.44), (28.89, 2.29), (77.33, 0.79)),
+    "D2L": ((86.12, 0.43), (67.39, 13.62), (10.02, 0.04), (85.57, 1.21)),
+    "INCV + Co-teaching": ((89.71, 0.18), (84.78, 0.33), (52.27, 3.50), (86.04, 0.54)),
+}
+# Flags that pick which runs a call makes or how it bookkeeps: not what a run *is*.
+_GRID_FLAGS = {"dataset", "data_dir", "no_download", "noise_pattern", "noisy_ratio", "method",
+               "seed", "results_dir", "overwrite", "skip_existing", "resume", "verbose",
+               "incv_only"}
+
+
+# The summary.json fields the tables read, and the JSON types each may hold (None: null).
+_NUMBER = (int, float)
+_SUMMARY_TYPES = {
+    "dataset": str, "method": str, "pattern": str, "arch": str, "ratio": _NUMBER,
+    "seed": int, "epochs": int, "n_train": int, "noisy_accuracy": _NUMBER,
+    "label_precision": _NUMBER, "label_recall": _NUMBER, "estimated_noise_ratio": _NUMBER,
+    "actual_noise_ratio": _NUMBER, "test_accuracy": (dict, *_NUMBER), "theory": dict,
+    "incv": list}
+_NESTED_NUMBERS = {"test_accuracy": ("model1", "model2", "mean"),
+                   "theory": ("accuracy", "label_precision", "label_recall")}
+_INCV_NUMBERS = ("iteration", "selected", "candidates", "removed", "label_precision",
+                 "label_recall")
+
+
+def _type_problem(name, obj):
+    """Why a hand-edited ``name``.json cannot be read into a table, or None when it can."""
+    def bad(value, types):
+        return value is not None and (isinstance(value, bool) or not isinstance(value, types))
+
+    if not isinstance(obj, dict):
+        return f"{name}.json holds a JSON {type(obj).__name__}, not an object"
+    if name == "config":
+        for key in ("args", "run"):
+            if bad(obj.get(key), dict):
+                return f"config.json: '{key}' is a {type(obj[key]).__name__}, not an object"
+        return None
+    for key, types in _SUMMARY_TYPES.items():
+        if bad(obj.get(key), types):
+            return f"summary.json: '{key}' is {json.dumps(obj[key])[:40]}, of the wrong type"
+    if obj.get("method") is not None and bad(obj.get("test_accuracy"), dict):
+        return "summary.json: 'test_accuracy' of an incv_train.py run must be an object"
+    for key, fields in _NESTED_NUMBERS.items():
+        if isinstance(obj.get(key), dict):
+            for field in fields:
+                if bad(obj[key].get(field), _NUMBER):
+                    return (f"summary.json: '{key}.{field}' is "
+                            f"{json.dumps(obj[key][field])[:40]}, not a number")
+    for it in obj.get("incv") or []:
+        if not isinstance(it, dict) or any(bad(it.get(k), _NUMBER) for k in _INCV_NUMBERS):
+            return "summary.json: 'incv' must be a list of objects with numeric fields"
+    return None
+
+
+def _read_run(path):
+    """One run directory -> its record (see :func:`collect_runs`)."""
+    files, status, reason = {}, "done", None
+    for name in ("config", "summary"):
+        f = os.path.join(path, name + ".json")
+        try:
+            files[name] = read_json(f) if os.path.isfile(f) else None
+        except (OSError, ValueError) as err:
+            files[name], status, reason = None, "unreadable", f"unreadable {name}.json: {err}"
+        if files[name] is not None and _type_problem(name, files[name]):
+            status, reason = "unreadable", _type_problem(name, files[name])
+            files[name] = None
+    summary, config = files["summary"], files["config"] or {}
+    if summary is None and status == "done":
+        status, reason = "partial", "unfinished: config.json but no summary.json"
+    src, run, args = summary or {}, config.get("run") or {}, config.get("args") or {}
+
+    def get(key, fallback=None):
+        return src.get(key, run.get(key, fallback))
+
+    dataset = src.get("dataset") or (dataset_name(args["dataset"]) if "dataset" in args else None)
+    method = get("method")
+    return {"path": path, "status": status, "reason": reason, "summary": summary,
+            "kind": "train" if method is not None else "cv", "method": method,
+            "variant": _variant(args),
+            "dataset": dataset, "arch": get("arch", args.get("arch")),
+            # an --incv_only run trains no final networks: its --epochs means nothing
+            "epochs": None if args.get("incv_only") else get("epochs", args.get("epochs")),
+            "n_train": src.get("n_train", config.get("n_train")), "pattern": get("pattern"),
+            "ratio": get("ratio"), "seed": get("seed"),
+            "flags": {k: v for k, v in args.items() if k not in _GRID_FLAGS}}
+
+
+# Options that make a run a variant of its method (not a seed of it): flag -> (default,
+# label). Runs with a non-default value get their own rows, labelled.
+_VARIANTS = {"selection": ("fused", "authors' selection"),
+             "incv_optimizer": ("fresh", "Adam state carried")}
+
+
+def _variant(args):
+    """" (authors' selection)" etc. for a run with a non-default variant flag, else ""."""
+    labels = [label for flag, (default, label) in _VARIANTS.items()
+              if args.get(flag, default) != default]
+    return f" ({', '.join(labels)})" if labels else ""
+
+
+def _group(r):
+    return r["kind"], r["dataset"], r["arch"], r["epochs"], r["n_train"]
+
+
+def _cell(r):
+    return _group(r) + (r["pattern"], r["ratio"], r["method"], r["variant"])
+
+
+def _method_label(method, variant):
+    return METHOD_LABELS.get(method, method) + variant
+
+
+def collect_runs(paths):
+    """Every run directory (holding summary.json or config.json) under ``paths``.
+
+    Parameters
+    ----------
+    paths : list of str
+        Result folders, searched recursively; a run reached twice is read once.
+
+    Returns
+    -------
+    list of dict
+        One per run directory, sorted by path: ``path``, ``status`` ("done", "partial":
+        no summary.json, "unreadable", "duplicate": same setting and seed as an earlier
+        finished run), ``reason`` (None when done), ``summary``, ``kind`` ("train":
+        incv_train.py, "cv": noisy_cv.py) and the run's identity: dataset, arch, epochs,
+        n_train, pattern, ratio, method (None for cv), seed, flags (config.json's other
+        flags). Runs are averaged only within one (kind, dataset, arch, epochs, n_train).
+
+    Raises
+    ------
+    FileNotFoundError
+        A path does not exist or is not a directory.
+    ValueError
+        A path holds no run directory.
+    """
+    dirs = {}
+    for p in paths:
+        if not os.path.isdir(p):
+            raise FileNotFoundError(f"table: '{p}' " + (
+                "is not a directory" if os.path.exists(p) else "does not exist"))
+        found = {os.path.dirname(f) for name in ("summary.json", "config.json") for f in
+                 glob.glob(os.path.join(glob.escape(p), "**", name), recursive=True)}
+        if not found:
+            raise ValueError(f"table: no runs under '{p}' (no summary.json or config.json)")
+        for d in found:
+            dirs.setdefault(os.path.realpath(d), os.path.normpath(d))
+    runs, first = [_read_run(d) for d in sorted(dirs.values())], {}
+    for r in runs:
+        if r["status"] == "done":
+            key = _cell(r) + (r["seed"],)
+            if key in first:
+                r["status"] = "duplicate"
+                r["reason"] = f"duplicate: same setting and seed as {first[key]}"
+            first.setdefault(key, r["path"])
+    return runs
+
+
+def _label(group):
+    kind, dataset, arch, epochs, n_train = group
+    length = "selection only" if kind == "train" and epochs is None else f"{epochs} epochs"
+    return f"{dataset} / {arch} / {length} / n_train {n_train}"
+
+
+def _setting(pattern, ratio):
+    if ratio is None:  # labels as given ("given"), a matrix file ("T-<stem>"): no ratio
+        return str(pattern)
+    return f"{pattern} {ratio:g}" if isinstance(ratio, (int, float)) else f"{pattern} {ratio}"
+
+
+def _order(key):
+    """Sort key for (group, pattern, ratio, ...) tuples: sym before asym, ratio ascending."""
+    group, pattern, ratio, *rest = key
+    return (str(group), pattern != "sym", str(pattern), ratio if ratio is not None else -1,
+            [str(x) for x in rest])
+
+
+def _mean(values):
+    v = [float(x) for x in values if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+def _put(row, name, values, scale=1.0):
+    """Set row[name_mean], row[name_std] (sample std, ddof=1; None when n < 2) over the
+    non-null values, and row[name_n] only when nulls made that count differ from row's n."""
+    v = [scale * float(x) for x in values if x is not None]
+    row[f"{name}_mean"] = float(np.mean(v)) if v else None
+    row[f"{name}_std"] = float(np.std(v, ddof=1)) if len(v) > 1 else None
+    if len(v) != row["n"]:
+        row[f"{name}_n"] = len(v)
+    return row
+
+
+def _cells(runs, kind, key, keep=lambda r: True):
+    cells = {}
+    for r in runs:
+        if r["status"] == "done" and r["kind"] == kind and keep(r):
+            cells.setdefault(key(r), []).append(r)
+    return sorted(cells.items(), key=lambda kv: _order(kv[0]))
+
+
+def table_accuracy(runs):
+    """The paper's main table, long format: one row per (group, setting, method) with the
+    final clean test accuracy (%) of network 1 over seeds, plus the paper's CIFAR-10 rows
+    (source "paper") for the settings measured on cifar10."""
+    def has_acc(r):
+        return (r["summary"].get("test_accuracy") or {}).get("model1") is not None
+
+    rows = []
+    for (group, pattern, ratio, method, variant), rs in _cells(
+            runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["method"],
+                                      r["variant"]), has_acc):
+        keys = set().union(*(r["flags"] for r in rs))
+        mixed = sorted(k for k in keys if len({json.dumps(r["flags"].get(k)) for r in rs}) > 1)
+        notes = ["runs differ in " + ", ".join(mixed)] if mixed else []
+        if any((r["summary"].get("data_provenance") or {}).get("official") is False
+               for r in rs):
+            notes.append("not the official CIFAR files (md5 differs: data_provenance)")
+        row = {"table": "accuracy", "group": _label(group), "dataset": group[1],
+               "setting": _setting(pattern, ratio), "method": _method_label(method, variant),
+               "source": "measured", "n": len(rs),
+               "seeds": " ".join(str(s) for s in sorted(r["seed"] for r in rs)),
+               "note": "; ".join(notes)}
+        rows.append(_put(row, "accuracy",
+                         [r["summary"]["test_accuracy"]["model1"] for r in rs], 100.0))
+        # Final epoch, mean of both networks (Standard: network 1); older summaries lack it.
+        _put(row, "accuracy_both", [_mean_of_nets(r["summary"]["test_accuracy"]) for r in rs],
+             100.0)
+    for label in dict.fromkeys(r["group"] for r in rows if r["dataset"] == "cifar10"):
+        found = {r["setting"] for r in rows if r["group"] == label}
+        for name, values in PAPER_CIFAR10.items():
+            rows += [{"table": "accuracy", "group": label, "dataset": "cifar10",
+                      "setting": setting, "method": f"{name} (paper)", "source": "paper",
+                      "n": PAPER_RUNS, "accuracy_mean": m, "accuracy_std": s,
+                      "note": "arXiv:1905.05040, Table 1"}
+                     for setting, (m, s) in zip(PAPER_SETTINGS, values) if setting in found]
+    return rows
+
+
+def _mean_of_nets(acc):
+    """Final-epoch test accuracy averaged over the run's networks (summary ``mean``, else
+    recomputed from ``model1`` / ``model2``)."""
+    if acc.get("mean") is not None:
+        return acc["mean"]
+    nets = [acc[k] for k in ("model1", "model2") if acc.get(k) is not None]
+    return sum(nets) / len(nets) if nets else None
+
+
+def table_selection(runs):
+    """INCV per iteration: mean (and std) over seeds of |S|, |C|, removed, LP and LR."""
+    its = {}
+    for (group, pattern, ratio, variant), rs in _cells(
+            runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["variant"]),
+            lambda r: bool(r["summary"].get("incv"))):
+        for r in rs:
+            for it in r["summary"]["incv"]:
+                its.setdefault((group, pattern, ratio, variant, it.get("iteration")),
+                               []).append(it)
+    rows = []
+    for (group, pattern, ratio, variant, iteration), xs in sorted(
+            its.items(), key=lambda kv: _order(kv[0])):
+        row = {"table": "incv_selection", "group": _label(group),
+               "setting": _setting(pattern, ratio) + variant, "iteration": iteration,
+               "n": len(xs)}
+        for k in ("selected", "candidates", "removed", "label_precision", "label_recall"):
+            _put(row, k, [x.get(k) for x in xs])
+        rows.append(row)
+    return rows
+
+
+def table_noise(runs):
+    """Estimated (INCV's / Co-teaching's) vs actual noise ratio per setting and method."""
+    rows = []
+    for (group, pattern, ratio, method, variant), rs in _cells(
+            runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["method"],
+                                      r["variant"]),
+            lambda r: "estimated_noise_ratio" in r["summary"]):
+        row = {"table": "noise_ratio", "group": _label(group), "setting": _setting(
+            pattern, ratio), "method": _method_label(method, variant), "n": len(rs)}
+        for k in ("estimated_noise_ratio", "actual_noise_ratio"):
+            _put(row, k, [r["summary"].get(k) for r in rs])
+        rows.append(row)
+    return rows
+
+
+def table_noisy_cv(runs):
+    """noisy_cv.py: measured vs theoretical held-out accuracy (w.r.t. noisy labels), LP
+    and LR per setting, and the estimated vs actual noise ratio."""
+    rows = []
+    for (group, pattern, ratio), rs in _cells(
+            runs, "cv", lambda r: (_group(r), r["pattern"], r["ratio"])):
+        s = [r["summary"] for r in rs]
+        row = {"table": "noisy_cv", "group": _label(group), "setting": _setting(pattern, ratio),
+               "n": len(rs)}
+        for name, key in (("accuracy", "noisy_accuracy"), ("label_precision",) * 2,
+                          ("label_recall",) * 2):
+            _put(row, name, [x.get(key) for x in s])
+            row[f"{name}_theory"] = _mean((x.get("theory") or {}).get(name) for x in s)
+        for k in ("estimated_noise_ratio", "actual_noise_ratio"):
+            _put(row, k, [x.get(k) for x in s])
+        # The theory's regime: a network that fits the noisy labels (training accuracy near
+        # 1) and still generalises the clean signal (held-out accuracy w.r.t. true labels).
+        _put(row, "train_accuracy", [_last_logged(r["path"], "accuracy") for r in rs])
+        _put(row, "held_out_true_accuracy", [x.get("held_out_true_accuracy") for x in s])
+        rows.append(row)
+    return rows
+
+
+def _last_logged(run_dir, key):
+    """``key`` in the last row of the run's log.jsonl (None when absent or unreadable)."""
+    try:
+        rows = read_jsonl(os.path.join(run_dir, "log.jsonl"))
+    except (OSError, ValueError):
+        return None
+    return rows[-1].get(key) if rows else None
+
+
+SELECTOR_LABELS = {"incv": "INCV", "cl": "confident learning", "ncv": "noisy CV rule"}
+
+
+def table_selectors(runs):
+    """The selectors side by side (incv_train.py incv / cl / ncv): per setting and selector,
+    |S|, |C|, LP and LR of the final selection over seeds (``summary.selection``)."""
+    rows = []
+    for (group, pattern, ratio, method), rs in _cells(
+            runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["method"]),
+            lambda r: r["method"] in SELECTOR_LABELS and bool(r["summary"].get("selection"))):
+        row = {"table": "selectors", "group": _label(group), "setting": _setting(
+            pattern, ratio), "method": SELECTOR_LABELS[method], "n": len(rs)}
+        for k in ("selected", "candidates", "label_precision", "label_recall"):
+            _put(row, k, [r["summary"]["selection"].get(k) for r in rs])
+        rows.append(row)
+    return rows
+
+
+def table_noise_estimates(runs):
+    """Every noise estimator per setting: the paper's (held-out accuracy into the inverted
+    formula, on all out-of-sample probabilities), confident learning's, INCV's own (its
+    first half, as the authors), and the actual ratio; for noisy_cv.py runs also the mean
+    absolute difference of M and of CL's matrix to the empirical T. Runs of one seed that
+    share the same probabilities (INCV, cl, ncv) count once."""
+    per_seed = {}
+    for r in runs:
+        if r["status"] != "done" or not (r["summary"] or {}).get("noise_estimates"):
+            continue
+        key = (r["kind"], _group(r), r["pattern"], r["ratio"])
+        seen = per_seed.setdefault(key, {})
+        est = dict(r["summary"]["noise_estimates"])
+        if r["method"] == "incv":
+            est["incv"] = r["summary"].get("estimated_noise_ratio")
+        seen.setdefault(r["seed"], {}).update({k: v for k, v in est.items()
+                                               if v is not None})
+    rows = []
+    for (kind, group, pattern, ratio), seeds in sorted(
+            per_seed.items(), key=lambda kv: _order((kv[0][1],) + kv[0][2:])):
+        xs = list(seeds.values())
+        row = {"table": "noise_estimates", "group": _label(group), "script": {
+            "train": "incv_train.py", "cv": "noisy_cv.py"}[kind],
+            "setting": _setting(pattern, ratio), "n": len(xs)}
+        for k in ("paper", "confident_learning", "incv", "actual", "confusion_to_T_mad",
+                  "cl_noise_matrix_to_T_mad"):
+            _put(row, k, [x.get(k) for x in xs])
+        rows.append(row)
+    return rows
+
+
+def format_comparison(tables):
+    """Markdown of :func:`table_selectors` (rows: selector, columns: settings) and
+    :func:`table_noise_estimates`; [] when neither has rows."""
+    out = []
+    if tables.get("selectors"):
+        out.append("\n## Selectors: INCV vs. confident learning vs. the noisy CV rule")
+    for label, rows in _by_group(tables.get("selectors", [])):
+        settings = list(dict.fromkeys(r["setting"] for r in rows))
+        methods = [m for m in SELECTOR_LABELS.values() if any(r["method"] == m for r in rows)]
+        cell = {(r["method"], r["setting"]): r for r in rows}
+
+        def text(r):
+            if r is None:
+                return "—"
+            return (f"|S| {_fmt(r, 'selected', 0)}, LP {_fmt(r, 'label_precision')}, "
+                    f"LR {_fmt(r, 'label_recall')} (n={r['n']})")
+        out += [f"\n### {label}\n", _markdown_table(
+            ["selector"] + settings, [[m] + [text(cell.get((m, s))) for s in settings]
+                                      for m in methods])]
+    if tables.get("selectors"):
+        out.append("\nCells: the final selected set S, mean ± sample std over seeds; LP = "
+                   "fraction of S whose label is correct, LR = fraction of the correctly "
+                   "labelled samples in S (arXiv:1905.05040, sec. 2).")
+    if tables.get("noise_estimates"):
+        out.append("\n## Noise-ratio estimates (mean ± sample std over seeds)")
+    for label, rows in _by_group(tables.get("noise_estimates", [])):
+        out += [f"\n### {label}\n", _markdown_table(
+            ["script", "setting", "n", "paper's", "confident learning", "INCV (first half)",
+             "actual", "M to T (MAD)", "CL matrix to T (MAD)"],
+            [[r["script"], r["setting"], r["n"]] + [_fmt(r, k) for k in (
+                "paper", "confident_learning", "incv", "actual", "confusion_to_T_mad",
+                "cl_noise_matrix_to_T_mad")] for r in rows])]
+    return out
+
+
+def table_not_included(runs):
+    """Runs left out of a table, and why: unfinished, unreadable, duplicate, no test
+    accuracy (--incv_only), or a seed that other settings of the same group have."""
+    rows = [{"table": "not_included", "path": r["path"], "reason": r["reason"]}
+            for r in runs if r["status"] != "done"]
+    for r in runs:
+        if r["status"] == "done" and r["kind"] == "train":
+            acc = r["summary"].get("test_accuracy")
+            if acc is None or acc.get("model1") is None:
+                rows.append({"table": "not_included", "path": r["path"], "reason": (
+                    "no test accuracy (--incv_only run): in the selection tables only"
+                    if acc is None else "test_accuracy.model1 is null")})
+    seeds, cells = {}, {}
+    for r in runs:
+        if r["seed"] is not None and r["status"] != "unreadable":
+            seeds.setdefault(_group(r), set()).add(r["seed"])
+            cells.setdefault(_cell(r), {})[r["seed"]] = r["path"]
+    for cell, have in sorted(cells.items(), key=lambda kv: str(kv[0])):
+        for s in sorted(seeds[cell[:5]] - set(have)):
+            rows.append({"table": "not_included", "path": os.path.join(
+                os.path.dirname(next(iter(have.values()))), f"seed{s}"),
+                "reason": f"missing seed {s}: other settings of {_label(cell[:5])} have it"})
+    return rows
+
+
+def build_tables(runs):
+    """All tables of a report: {name: rows}, in report order."""
+    return {"accuracy": table_accuracy(runs), "incv_selection": table_selection(runs),
+            "noise_ratio": table_noise(runs), "noisy_cv": table_noisy_cv(runs),
+            "selectors": table_selectors(runs), "noise_estimates": table_noise_estimates(runs),
+            "not_included": table_not_included(runs)}
+
+
+def _num(value, digits=3):
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _fmt(row, name, digits=3):
+    """'mean ± std' of row[name_*] ('mean' alone when n < 2; '(n=k)' when nulls were left out)."""
+    mean, std = row.get(f"{name}_mean"), row.get(f"{name}_std")
+    text = _num(mean, digits) + ("" if mean is None or std is None else f" ± {std:.{digits}f}")
+    return text + (f" (n={row[f'{name}_n']})" if f"{name}_n" in row else "")
+
+
+def _accuracy_cell(r, name="accuracy"):
+    if r is None:
+        return "—"
+    if r["source"] == "paper":
+        return _fmt(r, "accuracy", 2)
+    return _fmt(r, name, 2) + f" (n={r['n']})" + (" †" if r["note"] else "")
+
+
+def _markdown_table(header, body):
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+    return "\n".join([line(header), "|" + "---|" * len(header)] + [line(b) for b in body])
+
+
+def _by_group(rows):
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r)
+    return groups.items()
+
+
+def format_markdown(tables):
+    """The report (``build_tables``' output) as Markdown: a section per non-empty table,
+    a sub-table per group, then the "Not included" list."""
+    out, order = ["# Results"], list(METHOD_LABELS.values())
+    if tables["accuracy"]:
+        out.append("\n## Clean test accuracy (%), incv_train.py")
+    for label, rows in _by_group(tables["accuracy"]):
+        settings = list(dict.fromkeys(r["setting"] for r in rows if r["source"] == "measured"))
+        methods = sorted(dict.fromkeys(r["method"] for r in rows), key=lambda m: (
+            "(paper)" in m, order.index(m.split(" (")[0]) if m.split(" (")[0] in order
+            else len(order), m))
+        cell = {(r["method"], r["setting"]): r for r in rows}
+        body = [[m] + [_accuracy_cell(cell.get((m, s))) for s in settings] for m in methods]
+        out += [f"\n### {label}\n", _markdown_table(["method"] + settings, body)]
+        both = [[m] + [_accuracy_cell(cell.get((m, s)), "accuracy_both") for s in settings]
+                for m in methods]
+        out += ["\nMean of both networks (final epoch; Standard: its one network):\n",
+                _markdown_table(["method"] + settings, both)]
+        out += [f"\n† {r['method']}, {r['setting']}: {r['note']}." for r in rows
+                if r["source"] == "measured" and r["note"]]
+        if rows[0]["dataset"] != "cifar10":
+            out.append(f"\nNo (paper) rows: the paper's table is for CIFAR-10, not "
+                       f"{rows[0]['dataset']}.")
+    if tables["accuracy"]:
+        out.append(
+            "\nCells: final-epoch clean test accuracy of network 1 (summary "
+            "`test_accuracy.model1`; Co-teaching trains two networks, Standard one), mean ± "
+            "sample std (ddof=1) over seeds, n = runs (no ± when n = 1). Rows marked (paper): "
+            f"arXiv:1905.05040 Table 1, CIFAR-10, {PAPER_RUNS} runs, mean ± as the paper prints it.")
+    sections = (
+        ("incv_selection", "INCV selection per iteration (mean over seeds)",
+         ["setting", "iteration", "n", "|S|", "|C|", "removed", "LP", "LR"],
+         lambda r: [r["setting"], r["iteration"], r["n"]]
+         + [_num(r[f"{k}_mean"], 1) for k in ("selected", "candidates", "removed")]
+         + [_num(r[f"{k}_mean"]) for k in ("label_precision", "label_recall")]),
+        ("noise_ratio", "Noise ratio: estimated vs actual (mean ± sample std)",
+         ["setting", "method", "n", "estimated", "actual"],
+         lambda r: [r["setting"], r["method"], r["n"], _fmt(r, "estimated_noise_ratio"),
+                    _fmt(r, "actual_noise_ratio")]),
+        ("noisy_cv", "Noisy cross-validation, noisy_cv.py: measured vs theory (held-out "
+         "half; accuracy w.r.t. the noisy labels; mean ± sample std)",
+         ["setting", "n", "accuracy", "theory", "LP", "theory", "LR", "theory",
+          "estimated e", "actual e", "train acc. (noisy labels)", "held-out acc. (true labels)"],
+         lambda r: [r["setting"], r["n"]]
+         + [x for k in ("accuracy", "label_precision", "label_recall")
+            for x in (_fmt(r, k), _num(r[f"{k}_theory"]))]
+         + [_fmt(r, "estimated_noise_ratio"), _fmt(r, "actual_noise_ratio"),
+            _fmt(r, "train_accuracy"), _fmt(r, "held_out_true_accuracy")]))
+    for name, title, header, cells in sections:
+        if tables[name]:
+            out.append(f"\n## {title}")
+        for label, rows in _by_group(tables[name]):
+            out += [f"\n### {label}\n", _markdown_table(header, [cells(r) for r in rows])]
+    out += format_comparison(tables)
+    out.append("\n## Not included\n")
+    out += [f"- `{r['path']}`: {r['reason']}" for r in tables["not_included"]] or ["None."]
+    return "\n".join(out) + "\n"
+
+
+def format_csv(tables):
+    """Every row of every table as one CSV (column ``table`` names the table; a column a
+    table lacks is empty): numbers unrounded, accuracy in %, the rest as fractions."""
+    import csv
+    import io
+
+    rows = [r for rs in tables.values() for r in rs]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns or ["table"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    return buf.getvalue()
+
+
+def write_curves(runs, path):
+    """Overlay the per-epoch clean test accuracy of every finished incv_train.py run in
+    ``runs`` (e.g. ``--selection fused`` beside ``authors``) in one figure at ``path``.
+
+    Raises
+    ------
+    ValueError
+        No finished run with a per-epoch test accuracy log.
+    """
+    from . import plots
+
+    curves = []
+    for r in runs:
+        log = os.path.join(r["path"], "log.jsonl")
+        if r["status"] != "done" or r["kind"] != "train" or not os.path.isfile(log):
+            continue
+        rows = read_jsonl(log)
+        if any(row.get("test_accuracy_model1") is not None for row in rows):
+            label = (f"{_setting(r['pattern'], r['ratio'])}, "
+                     f"{_method_label(r['method'], r['variant'])}, seed {r['seed']}")
+            curves.append((label, rows))
+    if not curves:
+        raise ValueError("table: --curves: no finished incv_train.py run with a test accuracy "
+                         "log (log.jsonl) under the given paths")
+    groups = sorted({_label(_group(r)) for r in runs if r["status"] == "done"
+                     and r["kind"] == "train"})
+    plots.plot_curves(curves, path, "; ".join(groups))
+
+
+def _table_main(args):
+    runs = collect_runs(args.paths)
+    if args.curves:
+        write_curves(runs, args.curves)
+        print(f"wrote {args.curves}", file=sys.stderr)
+    tables = build_tables(runs)
+    texts = {"markdown": [format_markdown(tables)], "csv": [format_csv(tables)],
+             "both": [format_markdown(tables), format_csv(tables)]}[args.format]
+    if args.out is None:
+        print("\n".join(texts) if args.format != "both" else
+              texts[0] + "\n```csv\n" + texts[1] + "```", end="")
+        return
+    base = os.path.splitext(args.out)[0]
+    outs = [base + ".md", base + ".csv"] if args.format == "both" else [args.out]
+    for path, text in zip(outs, texts):
+        with atomic_write(path) as f:
+            f.write(text)
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description="Tables from the runs (summary.json / config.json) under each PATH; "
+                    "unfinished and missing runs are listed, never averaged in.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="results folder(s)")
+    p.add_argument("--format", choices=("markdown", "csv", "both"), default="markdown",
+                   help="output format (both: Markdown, then the CSV)")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="write FILE atomically instead of stdout (with --format both: "
+                        "FILE's stem + .md and + .csv)")
+    p.add_argument("--curves", metavar="PNG", default=None,
+                   help="also write a figure overlaying the per-epoch clean test accuracy of "
+                        "every finished incv_train.py run found (both networks)")
+    return p.parse_args(argv)
+
+
+def main(args):
+    return _table_main(args)
+
+
+def entry_point():
+    """The console command (``pip install .``): parse, run, exit with the status."""
+    sys.exit(cli(main, parse_args()))
+
+
+if __name__ == "__main__":
+    entry_point()

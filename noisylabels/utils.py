@@ -1,0 +1,241 @@
+"""Plumbing both scripts share: seeded random streams, run directories that never clobber
+an earlier run, atomic JSON / npz / figure writes, the resolved run configuration, loading
+TensorFlow quietly and the error-reporting entry point. The shared flags are in flags.py,
+the progress lines in progress.py.
+
+Nothing here imports Keras or TensorFlow at module level (the scripts parse their flags
+before TensorFlow loads), nothing runs at import, and nothing prints (callers pass a
+``printer`` where progress should be shown).
+"""
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+
+import numpy as np
+
+
+def rng_for(seed, purpose):
+    """A numpy Generator for one purpose ("noise", "split", ...) of one ``--seed``.
+
+    Separate streams keep, e.g., the noisy labels unchanged when the subset size changes
+    the number of draws made for the split. crc32 (not ``hash``) is stable across runs.
+    """
+    return np.random.default_rng([int(seed), zlib.crc32(purpose.encode())])
+
+
+def prepare_run_dir(path, *, overwrite=False, resume=False):
+    """Create a run directory; refuse to touch an earlier run's unless told.
+
+    overwrite: delete what is there first. resume: keep it (the caller continues it).
+    Otherwise an existing non-empty directory raises FileExistsError naming the flags.
+    """
+    if os.path.isdir(path) and os.listdir(path):
+        if overwrite:
+            shutil.rmtree(path)
+        elif not resume:
+            raise FileExistsError(
+                f"results directory '{path}' already holds an earlier run; pass --overwrite "
+                "to replace it, --skip_existing to keep finished runs, or choose another "
+                "--results_dir")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="w"):
+    """Write to a temporary file beside ``path`` and rename it into place on success."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return jsonable(obj.item())  # a numpy NaN / inf becomes null too
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None  # strict JSON has no NaN
+    return obj
+
+
+def write_json(path, obj):
+    """Atomically write ``obj`` (numpy values allowed; NaN -> null) as indented JSON."""
+    with atomic_write(path) as f:
+        json.dump(jsonable(obj), f, indent=2)
+        f.write("\n")
+
+
+def jsonl_line(row):
+    """One strict-JSON line (numpy values allowed; NaN and infinities -> null), newline
+    included: every JSON-lines writer goes through it, so a reader never meets ``NaN``."""
+    return json.dumps(jsonable(row), allow_nan=False) + "\n"
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_jsonl(path):
+    """The rows of a JSON-lines file (one object per line); [] when it does not exist."""
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def save_npz(path, **arrays):
+    """Atomically write arrays to a compressed .npz."""
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def save_figure(fig, path):
+    """Atomically save a matplotlib figure (format from the extension) and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=os.path.splitext(path)[1][1:], dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def run_config(args, **extra):
+    """The resolved configuration of a run: every flag, plus versions and provenance."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.abspath(__file__)),
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"args": dict(vars(args)), **extra,
+            "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+            "versions": {"python": platform.python_version(), "keras": keras.__version__,
+                         "backend": keras.backend.backend(), "tensorflow": tf.__version__,
+                         "numpy": np.__version__},
+            "git_commit": commit, "host": platform.node(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def load_tensorflow():
+    """Import TensorFlow (and Keras) quietly, once, with the scripts' settings.
+
+    Call it at the start of a script's ``main``, before any module that imports Keras.
+    Environment defaults (an explicit setting wins): ``TF_ENABLE_ONEDNN_OPTS=1``, oneDNN
+    kernels, which TensorFlow enables by itself only on AVX-512 CPUs although they train
+    1.4-1.5x faster on AVX2 CPUs too (tests/benchmark.py --onednn off; only the float
+    rounding order changes); ``TF_CPP_MIN_LOG_LEVEL=3``, no C++ log lines such as "Could not
+    find cuda drivers" on a CPU machine. The lines TensorFlow writes while it loads, before
+    its logging is set up, ignore that level: they are held back and shown only when the
+    import fails or ``TF_CPP_MIN_LOG_LEVEL`` was set by the user.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    user_level = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import keras  # noqa: F401  (loads TensorFlow, its backend)
+            import tensorflow as tf
+        except BaseException:
+            user_level = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if user_level:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+    return tf
+
+
+class TrainingDiverged(RuntimeError):
+    """A training loss became NaN or infinite: the run stops without a summary."""
+
+
+def _os_error_message(err):
+    """An OSError raised by the system (not one of ours, which carry their own message) as
+    one line naming the path."""
+    if err.filename is None or not err.strerror:
+        return str(err)
+    where = f"'{err.filename}'" + (f" -> '{err.filename2}'" if err.filename2 else "")
+    return (f"{err.strerror}: {where}; check the flag that names this path (e.g. "
+            "--results_dir, --dataset, --data_dir, --incv_results) and its permissions")
+
+
+def cli(main, args):
+    """Run a script's ``main(args)``; a bad input (ValueError, a missing, existing,
+    unreadable or unwritable file or folder) or a diverged training ends with its one-line
+    message on stderr and exit status 2 instead of a traceback.
+    Set NOISY_LABELS_DEBUG=1 to see the traceback."""
+    try:
+        main(args)
+    except (ValueError, OSError, TrainingDiverged) as err:
+        if os.environ.get("NOISY_LABELS_DEBUG"):
+            raise
+        text = _os_error_message(err) if isinstance(err, OSError) else str(err)
+        print(f"error: {' '.join(text.split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def check_writable_dir(path, flag="--results_dir"):
+    """Raise ValueError unless ``path`` is, or can be created as, a folder we may write in
+    (checked on its nearest existing ancestor; nothing is created)."""
+    p = os.path.abspath(path)
+    while not os.path.exists(p):
+        p = os.path.dirname(p)
+    if not os.path.isdir(p):
+        where = "is a file" if p == os.path.abspath(path) else f"lies under the file '{p}'"
+        raise ValueError(f"{flag} '{path}' {where}, not a folder: choose another {flag}")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} '{path}': no permission to write in '{p}': choose a "
+                         f"{flag} you can write to")
+
+
+def plan_runs(run_dirs, *, skip_existing=False, overwrite=False, resume=False, printer=None):
+    """Check every run directory before any training starts.
+
+    Returns the indices of the runs to do and the summaries of finished runs skipped with
+    ``skip_existing``; raises FileExistsError for an earlier run that would be overwritten
+    without ``overwrite`` (or continued without ``resume``).
+    """
+    todo, done = [], []
+    for k, out in enumerate(run_dirs):
+        summary = os.path.join(out, "summary.json")
+        if skip_existing and os.path.isfile(summary):
+            if printer:
+                printer(f"skip (finished earlier): {out}")
+            done.append(read_json(summary))
+            continue
+        if os.path.isdir(out) and os.listdir(out) and not (overwrite or resume):
+            prepare_run_dir(out)  # raises the explanatory FileExistsError
+        todo.append(k)
+    return todo, done
