@@ -1,7 +1,8 @@
 """Chen et al., *Understanding and Utilizing Deep Neural Networks Trained with Noisy Labels*
 (ICML 2019), in Keras 3: noisy cross-validation, INCV and the modified Co-teaching.
 
-The Python API (importing it loads no deep-learning framework until a function is called)::
+The Python API (``import noisylabels`` loads no deep-learning framework; ``clean_labels``
+loads Keras when first used)::
 
     from noisylabels import clean_labels, select_cl, select_ncv
 
