@@ -8,12 +8,13 @@ baselines, which share the same training loop.
 authors' schedule, per-epoch test accuracy, diagnostics and a resumable checkpoint.
 """
 
+import dataclasses
 import os
 
 import keras
 import tensorflow as tf
 
-from . import devices, models, training, utils
+from . import devices, models, noise, training, utils
 from .pipelines import make_coteaching_dataset, make_train_dataset, resolve_augmentation
 
 PAPER_EPOCHS = 200          # Co-teaching / standard training
@@ -453,6 +454,74 @@ class CoTeaching(keras.Model):
         return tf.add_n([tf.cast(v, tf.float32) for v in losses])
 
 
+@dataclasses.dataclass(frozen=True)
+class CoTeachingConfig:
+    """How the modified Co-teaching and its baselines train (arXiv:1905.05040, sec. 4,
+    Algorithm 2; the authors' INCV_main.py).
+
+    Attributes
+    ----------
+    arch : str
+        ``models.build_model`` name of the networks (the authors': "resnet32").
+    epochs : int
+        Epochs (the paper: 200); the lr drops, the warm-up and Tk scale with it.
+    lr, batch_size
+        Adam's learning rate (1e-3) and the batch size of the S part (128).
+    tk : float
+        Co-teaching's Tk on the paper's 200-epoch scale (10): the epochs over which the
+        forget rate ramps up (:func:`forget_rate_at`).
+    augment : {"auto", "standard", "shift", "none"}
+        ``pipelines.resolve_augmentation`` kind.
+    selection : {"fused", "authors"}
+        How each step picks its small-loss samples (:data:`SELECTIONS`, :class:`CoTeaching`).
+    keep_optimizer_state : bool
+        Keep Adam's state at the lr drops (the authors re-compiled: a fresh Adam).
+    devices : str
+        ``devices.device_strategy`` spec.
+    verbose : int
+        Keras' verbosity; with 0 or 2 the per-epoch lines are printed.
+    resume : bool
+        Continue from ``checkpoint.npz`` in the run directory, if there is one.
+    """
+
+    arch: str = "resnet32"
+    epochs: int = PAPER_EPOCHS
+    lr: float = 1e-3
+    batch_size: int = 128
+    tk: float = 10.0
+    augment: str = "auto"
+    selection: str = "fused"
+    keep_optimizer_state: bool = False
+    devices: str = "default"
+    verbose: int = 1
+    resume: bool = False
+
+
+def plan(eval_ratio, *, noise_type, num_classes, epochs):
+    """The modified Co-teaching's settings from a selector's noise estimate e (sec. 4).
+
+    Parameters
+    ----------
+    eval_ratio : float
+        The selector's estimated noise ratio e of the whole training set.
+    noise_type : {"sym", "asym"}
+        The rules to follow.
+    num_classes : int
+    epochs : int
+        The run's epochs (the warm-up scales with it).
+
+    Returns
+    -------
+    dict
+        ``forget_rate``: e_S, the expected noise ratio of the selected set S, as the
+        authors' INCV_main.py (``noise.expected_noise_of_selected``); ``warmup``: the last
+        0-based epoch of the S-only warm-up (:func:`warmup_epochs`).
+    """
+    return {"forget_rate": noise.expected_noise_of_selected(eval_ratio, noise_type,
+                                                            num_classes),
+            "warmup": warmup_epochs(noise_type, eval_ratio, epochs)}
+
+
 def warmup_epochs(pattern, eval_ratio, epochs):
     """Last 0-based epoch of the modified Co-teaching's warm-up (S-only batches).
 
@@ -485,39 +554,66 @@ def forget_rate_at(epoch, *, forget_rate, tk, epochs):
     return forget_rate * min(1.0, epoch / tk)
 
 
-def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, warmup, out,
-                       printer, standard=False):
+def train_two_networks(config, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, warmup,
+                       out, printer=print, standard=False):
     """Co-teaching (two nets) or standard training (one net) with per-epoch test accuracy,
     diagnostics, the lr schedule with optional Adam resets, and a resumable checkpoint.
 
-    Returns the per-epoch log rows.
+    Parameters
+    ----------
+    config : CoTeachingConfig
+    data : data.Data
+        Images and clean labels (``data.y_train``: tracking only), and the test set.
+    y_noisy : (n,) int
+        The training labels the networks learn from.
+    s_idx, c_idx : int arrays
+        The selected set S and the candidate set C (for the baselines S is all n, C empty).
+    seed : int
+    forget_rate : float
+        The forget rate the ramp climbs to (e_S for the modified Co-teaching, see
+        :func:`plan`; the estimated noise ratio for plain Co-teaching; unused by standard
+        training).
+    warmup : int
+        Last 0-based epoch whose batches come from S alone; C batches
+        (:func:`c_batch_size`) join the S batches after it.
+    out : str
+        Run directory: log.jsonl (one JSON line per epoch) and checkpoint.npz.
+    printer : callable
+        Where the per-epoch lines go (with ``config.verbose`` 0 or 2).
+    standard : bool
+        One network with plain cross-entropy on S (the standard baseline).
+
+    Returns
+    -------
+    list of dict
+        The per-epoch log rows.
     """
     clean = data.y_train == y_noisy
-    schedule = training.PiecewiseLR(args.lr, COT_BOUNDARIES, COT_FACTORS,
-                                 paper_epochs=PAPER_EPOCHS, epochs=args.epochs)
+    schedule = training.PiecewiseLR(config.lr, COT_BOUNDARIES, COT_FACTORS,
+                                 paper_epochs=PAPER_EPOCHS, epochs=config.epochs)
     keras.utils.set_random_seed(seed)
-    strategy = devices.device_strategy(args.devices)
+    strategy = devices.device_strategy(config.devices)
     with strategy.scope():  # --devices: build, compile and make the optimizers on them
         if standard:
-            model = training.build_classifier(args, data, strategy)
+            model = training.build_classifier(config.arch, data, strategy, lr=config.lr)
             model.optimizer.build(model.trainable_variables)  # so --resume can restore it
             nets, optimizers, on_epoch = [model], [model.optimizer], None
         else:
-            nets = [models.build_model(args.arch, data.input_shape, data.num_classes)
+            nets = [models.build_model(config.arch, data.input_shape, data.num_classes)
                     for _ in range(2)]
             for net in nets:
                 devices.sync_batchnorm(net, strategy)
-            model = CoTeaching(*nets, selection=getattr(args, "selection", "fused"))
-            optimizers = [training.adam(args.lr), training.adam(args.lr)]
+            model = CoTeaching(*nets, selection=config.selection)
+            optimizers = [training.adam(config.lr), training.adam(config.lr)]
             model.compile(optimizer1=optimizers[0], optimizer2=optimizers[1])
     if not standard:
         def on_epoch(epoch):  # Co-teaching's gradual schedule, 0-based epoch as the authors
-            model.forget_rate.assign(forget_rate_at(epoch, forget_rate=forget_rate, tk=args.tk,
-                                                    epochs=args.epochs))
+            model.forget_rate.assign(forget_rate_at(epoch, forget_rate=forget_rate, tk=config.tk,
+                                                    epochs=config.epochs))
 
     ckpt, log = os.path.join(out, "checkpoint.npz"), os.path.join(out, "log.jsonl")
     start = 0
-    if args.resume and os.path.isfile(ckpt):
+    if config.resume and os.path.isfile(ckpt):
         start = training.restore_checkpoint(ckpt, model, optimizers)
         rows = [r for r in utils.read_jsonl(log) if r["epoch"] <= start]
         with utils.atomic_write(log) as f:
@@ -528,45 +624,45 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
 
     diag_idx = utils.rng_for(seed, "diagnostics").permutation(s_idx)[:1000]
     callbacks = [
-        training.EpochSchedule(schedule, optimizers, reset_on_drop=not args.keep_optimizer_state,
+        training.EpochSchedule(schedule, optimizers, reset_on_drop=not config.keep_optimizer_state,
                             on_epoch=on_epoch),
         training.TrainDiagnostics(nets, data.x_train[diag_idx], y_noisy[diag_idx],
                                clean[diag_idx], names=("model1", "model2")[:len(nets)]),
         _TestAccuracyNames(standard),
-        training.JsonlLogger(log, printer=printer if args.verbose != 1 else None,
-                          optimizer=optimizers[0], epochs=args.epochs),
+        training.JsonlLogger(log, printer=printer if config.verbose != 1 else None,
+                          optimizer=optimizers[0], epochs=config.epochs),
         training.StopOnNonFiniteLoss(f" (log: {log})"),
         training.EpochCheckpoint(ckpt, optimizers)]
     # before JsonlLogger, which writes the logs these callbacks complete
     at = next(i for i, c in enumerate(callbacks) if isinstance(c, training.JsonlLogger))
-    callbacks[at:at] = training.own_data_callbacks(nets, data, epochs=args.epochs,
+    callbacks[at:at] = training.own_data_callbacks(nets, data, epochs=config.epochs,
                                                    names=("model1", "model2")[:len(nets)])
-    aug = resolve_augmentation(args.augment, data.name)
+    aug = resolve_augmentation(config.augment, data.name)
     test = (data.x_test, data.y_test)
     # Each phase's pipeline counts its epochs from the phase's start: a run resumed inside a
     # phase skips the epochs done, so it sees the batches the uninterrupted run saw.
     if standard:
         phases = [(lambda skip: make_train_dataset(
-            data.x_train[s_idx], y_noisy[s_idx], batch_size=args.batch_size, augment=aug,
-            seed=seed, first_epoch=skip), 0, args.epochs)]
+            data.x_train[s_idx], y_noisy[s_idx], batch_size=config.batch_size, augment=aug,
+            seed=seed, first_epoch=skip), 0, config.epochs)]
     else:
-        c_batch = c_batch_size(len(s_idx), len(c_idx), args.batch_size)
+        c_batch = c_batch_size(len(s_idx), len(c_idx), config.batch_size)
 
         def make(cb):
             return lambda skip: make_coteaching_dataset(
-                data.x_train, y_noisy, clean, s_idx, c_idx, batch_size=args.batch_size,
+                data.x_train, y_noisy, clean, s_idx, c_idx, batch_size=config.batch_size,
                 c_batch_size=cb, augment=aug, seed=seed, first_epoch=skip)
 
         # Batches come from S alone for 0-based epochs <= warmup, then S joined by C.
-        if c_batch > 0 and warmup + 1 < args.epochs:
-            phases = [(make(0), 0, warmup + 1), (make(c_batch), warmup + 1, args.epochs)]
+        if c_batch > 0 and warmup + 1 < config.epochs:
+            phases = [(make(0), 0, warmup + 1), (make(c_batch), warmup + 1, config.epochs)]
         else:
-            phases = [(make(0), 0, args.epochs)]
+            phases = [(make(0), 0, config.epochs)]
     for make_phase, begin, end in phases:
         if start < end:
             model.fit(make_phase(start - begin), epochs=end, initial_epoch=start,
                       validation_data=test, validation_batch_size=1024, callbacks=callbacks,
-                      verbose=args.verbose, shuffle=False)
+                      verbose=config.verbose, shuffle=False)
             start = end
     return utils.read_jsonl(log)
 

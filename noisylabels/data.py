@@ -466,28 +466,49 @@ def stratified_subset(y, n, *, seed):
     return np.sort(idx)
 
 
-def split_halves(n, *, rng):
-    """A random partition of ``range(n)`` into two halves (first gets the extra one)."""
-    perm = rng.permutation(n)
-    return np.sort(perm[: (n + 1) // 2]), np.sort(perm[(n + 1) // 2:])
+def split_halves(idx, *, rng, larger_first=False, sort=False):
+    """A random partition of ``idx`` into two halves: the one half-split of the method.
+
+    The halves are ``idx`` shuffled by ``rng`` (``Generator.shuffle``, so the draw equals
+    ``rng.permutation(len(idx))`` for ``idx = arange(n)``), cut at ``len(idx) // 2`` (the
+    second half gets the odd one out: INCV's split of C, as the authors' INCV.py, and the
+    one 2-fold round the selectors share with INCV's first iteration) or, with
+    ``larger_first``, at ``(len(idx) + 1) // 2`` (noisy_cv.py's halves and plain
+    Co-teaching's noise-estimate run).
+
+    Parameters
+    ----------
+    idx : int array or int
+        The indices to split; an int ``n`` means ``arange(n)``.
+    rng : numpy.random.Generator
+    larger_first : bool
+        Put the extra sample of an odd count in the first half instead of the second.
+    sort : bool
+        Return each half sorted (noisy_cv.py's); else in shuffled order (INCV's).
+
+    Returns
+    -------
+    (first, second) : two int arrays
+    """
+    idx = np.arange(idx) if np.isscalar(idx) else np.array(idx)
+    rng.shuffle(idx)
+    cut = (len(idx) + 1) // 2 if larger_first else len(idx) // 2
+    first, second = idx[:cut], idx[cut:]
+    return (np.sort(first), np.sort(second)) if sort else (first, second)
 
 
-def load_training_data(args, printer):
-    """The dataset of ``--dataset``, its training part cut to the ``--n_train`` subset."""
-    data = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download,
-                        image_size=getattr(args, "image_size", 32),
-                        labels=getattr(args, "labels", None),
-                        folder_labels=getattr(args, "folder_labels", "clean"))
-    if args.n_train is not None and args.n_train > len(data.y_train):
-        printer(f"note: --n_train {args.n_train} is more than the {len(data.y_train)} training "
+def subset_training(data, n_train, *, seed, printer=None):
+    """``data`` with its training part cut, in place, to a seeded class-stratified subset of
+    ``n_train`` samples (every one when None or larger than the set: with a note to
+    ``printer``). Labels as given, image paths and ``train_index`` follow the subset."""
+    if n_train is not None and n_train > len(data.y_train) and printer is not None:
+        printer(f"note: --n_train {n_train} is more than the {len(data.y_train)} training "
                 f"images of {data.name}: all {len(data.y_train)} are used")
-    subset = stratified_subset(data.y_train, args.n_train, seed=args.seed[0])
+    subset = stratified_subset(data.y_train, n_train, seed=seed)
     data.x_train, data.y_train = data.x_train[subset], data.y_train[subset]
     data.train_index = data.train_index[subset]
     if data.y_train_noisy is not None:
         data.y_train_noisy = data.y_train_noisy[subset]
     if data.train_paths is not None:
         data.train_paths = data.train_paths[subset]
-    if args.n_train is not None and len(args.seed) > 1:
-        printer("note: the --n_train subset is drawn with the first seed for every seed")
     return data

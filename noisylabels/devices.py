@@ -135,10 +135,11 @@ def sync_batchnorm(model, strategy):
     return count
 
 
-def run_strategy(args, printer):
-    """``--devices``' strategy, checked against ``--batch_size``; says which devices train."""
-    strategy = device_strategy(args.devices)
-    if args.devices == "all":
+def run_strategy(devices="default", *, batch_size, printer=print):
+    """``devices``' strategy (:func:`device_strategy`), checked against ``batch_size``; says
+    which devices train."""
+    strategy = device_strategy(devices)
+    if devices == "all":
         printer(describe_strategy(strategy))
-    check_batch_size(args.batch_size, strategy)
+    check_batch_size(batch_size, strategy)
     return strategy

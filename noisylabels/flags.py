@@ -185,7 +185,7 @@ def resume_mismatches(args, run, config):
     for flag, field in GRID_FLAGS.items():
         if field in run and old_run.get(field) != run[field]:
             diffs.append((flag, old_run.get(field), run[field]))
-    # the --n_train subset is drawn with the first --seed (data.load_training_data)
+    # the --n_train subset is drawn with the first --seed (load_training_data)
     if args.get("n_train") is not None and old_args.get("seed") and args.get("seed") and \
             old_args["seed"][0] != args["seed"][0]:
         diffs.append(("seed (its first value draws the --n_train subset)",
@@ -239,6 +239,29 @@ def check_resume(args, runs):
             f"--resume: nothing to resume: no run of this grid has started under "
             f"--results_dir '{args.results_dir}' (no config.json): check --results_dir and "
             "the flags, or leave out --resume to start the runs")
+
+
+def load_training_data(args, printer):
+    """The dataset of ``--dataset``, its training part cut to the ``--n_train`` subset
+    (drawn with the first ``--seed``, for every seed)."""
+    from . import data as datasets
+
+    data = datasets.load_dataset(args.dataset, data_dir=args.data_dir,
+                                 download=not args.no_download, image_size=args.image_size,
+                                 labels=args.labels, folder_labels=args.folder_labels)
+    datasets.subset_training(data, args.n_train, seed=args.seed[0], printer=printer)
+    if args.n_train is not None and len(args.seed) > 1:
+        printer("note: the --n_train subset is drawn with the first seed for every seed")
+    return data
+
+
+def config_from(cls, args, **names):
+    """A library settings dataclass ``cls`` (e.g. ``incv.INCVConfig``) from the parsed
+    flags: each field takes the flag of its own name, or the flag ``names[field]``."""
+    import dataclasses
+
+    return cls(**{f.name: getattr(args, names.get(f.name, f.name))
+                  for f in dataclasses.fields(cls)})
 
 
 def noise_plan(args, data, printer):

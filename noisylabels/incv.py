@@ -4,13 +4,14 @@ resumable state, the authors' per-sample CSV, and the training runs it calls.
 """
 
 import csv
+import dataclasses
 import os
 
 import keras
 import numpy as np
 
 from . import devices, metrics, noise, paired, training, utils
-from .data import to_unit_float
+from .data import split_halves, to_unit_float
 from .pipelines import resolve_augmentation
 from .progress import Progress, incv_pair_line, incv_run_line
 
@@ -21,6 +22,45 @@ PAPER_INCV_EPOCHS = 50      # each INCV training run
 INCV_OPTIMIZERS = ("fresh", "carry")
 # INCV runs: Adam 1e-3, x0.5 after epoch 20, x0.25 after 30, x0.1 after 40 (of 50).
 INCV_BOUNDARIES, INCV_FACTORS = (20, 30, 40), (0.5, 0.25, 0.1)
+
+
+@dataclasses.dataclass(frozen=True)
+class INCVConfig:
+    """How INCV trains its networks (arXiv:1905.05040, Algorithm 1; the authors' INCV.py).
+
+    Attributes
+    ----------
+    arch : str
+        ``models.build_model`` name (the authors': "resnet32").
+    epochs : int
+        Epochs of each training run (the paper: 50; the lr drops scale with it).
+    iterations : int
+        INCV iterations (the paper: 4).
+    lr, batch_size
+        Adam's learning rate and the batch size.
+    augment : {"auto", "standard", "shift", "none"}
+        ``pipelines.resolve_augmentation`` kind ("auto": none for 8x8 digits, else the
+        authors' shift + flip).
+    optimizer : {"fresh", "carry"}
+        Adam's state at the start of each run (:data:`INCV_OPTIMIZERS`).
+    parallel : {"pair", "sequential"}
+        An iteration's two runs side by side in one training step, or one after the other.
+    devices : str
+        ``devices.device_strategy`` spec ("default" or "all").
+    verbose : int
+        Keras' verbosity (0, 1, 2); with 0 or 2 the per-epoch lines are printed.
+    """
+
+    arch: str = "resnet32"
+    epochs: int = PAPER_INCV_EPOCHS
+    iterations: int = 4
+    lr: float = 1e-3
+    batch_size: int = 128
+    augment: str = "auto"
+    optimizer: str = "fresh"
+    parallel: str = "pair"
+    devices: str = "default"
+    verbose: int = 1
 
 
 def k_best_for(pattern, eval_ratio):
@@ -79,9 +119,8 @@ def incv_select(y_noisy, *, num_classes, pattern, train_fn=None, seed, iteration
                    "iterations": [], "heldout_loss": np.full(n, np.nan),
                    "oos_probs": None}
     for k in range(len(st["iterations"]) + 1, iterations + 1):
-        cand = np.flatnonzero(st["candidate"])
-        utils.rng_for(seed, f"incv-iteration-{k}").shuffle(cand)
-        halves = (cand[: len(cand) // 2], cand[len(cand) // 2:])
+        halves = split_halves(np.flatnonzero(st["candidate"]),
+                              rng=utils.rng_for(seed, f"incv-iteration-{k}"))
         s_idx = np.flatnonzero(st["selected"])
         keep_best = st["k_best"] is None or k <= st["k_best"]
         picked, removed = [], []
@@ -239,21 +278,22 @@ def read_incv_csv(path, y_true, *, num_classes=None):
                       "eval_ratio": eval_ratio, "iterations": []})
 
 
-def make_incv_train_fn(args, data, y_noisy, *, seed, out, printer, runs_done=0):
+def make_incv_train_fn(config, data, y_noisy, *, seed, out, printer, runs_done=0):
     """INCV's training runs: one compiled ResNet, reset to the same initial weights each run.
 
-    ``args.incv_optimizer`` "carry" (default "fresh") starts each run from the optimizer
+    ``config`` (:class:`INCVConfig`): ``optimizer`` "carry" starts each run from the optimizer
     state the previous run ended with; the state after each run is saved to
     ``incv_optimizer.npz`` in ``out`` (the one before it kept as ``incv_optimizer_prev.npz``)
     so that a resumed INCV, ``runs_done`` runs in, carries on from the right one.
     """
-    carry = getattr(args, "incv_optimizer", "fresh") == "carry"
+    carry = config.optimizer == "carry"
     keras.utils.set_random_seed(seed)
-    model = training.build_classifier(args, data, devices.device_strategy(args.devices))
+    model = training.build_classifier(config.arch, data, devices.device_strategy(config.devices),
+                                      lr=config.lr)
     initial = model.get_weights()
-    schedule = training.PiecewiseLR(args.lr, INCV_BOUNDARIES, INCV_FACTORS,
-                                 paper_epochs=PAPER_INCV_EPOCHS, epochs=args.incv_epochs)
-    aug = resolve_augmentation(args.augment, data.name)
+    schedule = training.PiecewiseLR(config.lr, INCV_BOUNDARIES, INCV_FACTORS,
+                                 paper_epochs=PAPER_INCV_EPOCHS, epochs=config.epochs)
+    aug = resolve_augmentation(config.augment, data.name)
     state_path = os.path.join(out, "incv_optimizer.npz")
     prev_path = os.path.join(out, "incv_optimizer_prev.npz")
     runs = [runs_done]
@@ -262,17 +302,17 @@ def make_incv_train_fn(args, data, y_noisy, *, seed, out, printer, runs_done=0):
     progress = Progress()
 
     def train_fn(train_idx, held_idx, keep_best, tag):
-        printer("  " + incv_run_line(tag, iterations=args.incv_iterations,
+        printer("  " + incv_run_line(tag, iterations=config.iterations,
                                            n_train=len(train_idx), n_held=len(held_idx),
                                            keep_best=keep_best, progress=progress))
         probs, info = training.train_and_predict(
             model, initial, data.x_train[train_idx], y_noisy[train_idx],
-            data.x_train[held_idx], y_noisy[held_idx], epochs=args.incv_epochs,
-            batch_size=args.batch_size, schedule=schedule, augment=aug, seed=seed,
+            data.x_train[held_idx], y_noisy[held_idx], epochs=config.epochs,
+            batch_size=config.batch_size, schedule=schedule, augment=aug, seed=seed,
             keep_best=keep_best,
             y_held_true=None if data.y_clean is None else data.y_clean[held_idx],
             log_path=os.path.join(out, "incv_log.jsonl"), log_extra={"run": tag},
-            verbose=args.verbose, printer=printer if args.verbose != 1 else None,
+            verbose=config.verbose, printer=printer if config.verbose != 1 else None,
             reset_optimizer_state=not (carry and runs[0] > 0))
         runs[0] += 1
         if carry:
@@ -373,20 +413,20 @@ def clean_labels(x, y_noisy, *, build_model, num_classes=None, noise_type="sym",
             "iterations": st["iterations"]}
 
 
-def make_incv_train_pair_fn(args, data, y_noisy, *, seed, out, printer):
+def make_incv_train_pair_fn(config, data, y_noisy, *, seed, out, printer):
     """INCV's two runs of an iteration side by side (``paired.PairedNetworks``), both
     from the same initial weights, which are those :func:`make_incv_train_fn` uses for the
     same seed. The ``train_pair_fn`` of :func:`incv_select`."""
     keras.utils.set_random_seed(seed)
-    initial = models_initial_weights(args, data)
-    pair = paired.build_paired_classifiers(args, data)
-    schedule = training.PiecewiseLR(args.lr, INCV_BOUNDARIES, INCV_FACTORS,
-                                    paper_epochs=PAPER_INCV_EPOCHS, epochs=args.incv_epochs)
-    aug = resolve_augmentation(args.augment, data.name)
+    initial = models_initial_weights(config.arch, data)
+    pair = paired.build_paired_classifiers(config.arch, data, lr=config.lr)
+    schedule = training.PiecewiseLR(config.lr, INCV_BOUNDARIES, INCV_FACTORS,
+                                    paper_epochs=PAPER_INCV_EPOCHS, epochs=config.epochs)
+    aug = resolve_augmentation(config.augment, data.name)
     progress = Progress()
 
     def train_pair_fn(run1, run2, keep_best, tags):
-        printer("  " + incv_pair_line(tags, iterations=args.incv_iterations,
+        printer("  " + incv_pair_line(tags, iterations=config.iterations,
                                       n_train=(len(run1[0]), len(run2[0])),
                                       n_held=(len(run1[1]), len(run2[1])),
                                       keep_best=keep_best, progress=progress))
@@ -394,19 +434,36 @@ def make_incv_train_pair_fn(args, data, y_noisy, *, seed, out, printer):
         parts = [(data.x_train[t], y_noisy[t], data.x_train[h], y_noisy[h],
                   None if data.y_clean is None else data.y_clean[h]) for t, h in (run1, run2)]
         probs, _ = paired.train_pair_and_predict(
-            pair, initial, parts, epochs=args.incv_epochs, batch_size=args.batch_size,
+            pair, initial, parts, epochs=config.epochs, batch_size=config.batch_size,
             schedule=schedule, augment=aug, seed=seed, keep_best=keep_best,
             log_path=os.path.join(out, "incv_log.jsonl"),
-            log_extras=[{"run": tag} for tag in tags], verbose=args.verbose,
-            printer=printer if args.verbose != 1 else None)
+            log_extras=[{"run": tag} for tag in tags], verbose=config.verbose,
+            printer=printer if config.verbose != 1 else None)
         return probs
 
     return train_pair_fn
 
 
-def models_initial_weights(args, data):
+def models_initial_weights(arch, data):
     """The initial weights :func:`make_incv_train_fn`'s network gets after
-    ``keras.utils.set_random_seed(seed)``: one ``--arch`` network built right after it."""
+    ``keras.utils.set_random_seed(seed)``: one ``arch`` network built right after it."""
     from . import models
 
-    return models.build_model(args.arch, data.input_shape, data.num_classes).get_weights()
+    return models.build_model(arch, data.input_shape, data.num_classes).get_weights()
+
+
+def training_fns(config, data, y_noisy, *, seed, out, printer, runs_done=0):
+    """The training runs :func:`incv_select` calls, as its keyword arguments.
+
+    ``config.parallel`` "pair": an iteration's two runs side by side in one training step
+    (``train_pair_fn``); "sequential": one after the other (``train_fn``). Sequential also
+    under a multi-replica ``devices``, which the paired step does not split across replicas,
+    and under ``optimizer`` "carry", where each run starts from the previous run's Adam state
+    (a chain that two simultaneous runs cannot follow).
+    """
+    if config.parallel == "pair" and config.optimizer == "fresh" and \
+            devices.device_strategy(config.devices).num_replicas_in_sync == 1:
+        return {"train_pair_fn": make_incv_train_pair_fn(config, data, y_noisy, seed=seed,
+                                                         out=out, printer=printer)}
+    return {"train_fn": make_incv_train_fn(config, data, y_noisy, seed=seed, out=out,
+                                           printer=printer, runs_done=runs_done)}

@@ -43,7 +43,7 @@ import time
 import numpy as np
 
 from . import devices, flags, metrics, noise, plots, selection, utils
-from .data import describe_provenance, load_training_data, split_halves
+from .data import describe_provenance, split_halves
 from .progress import done_line, incv_iteration_line
 
 METHODS = ("incv", "cl", "ncv", "coteaching", "standard")
@@ -56,14 +56,76 @@ INCV_OPTIMIZERS = ("fresh", "carry")  # incv.INCV_OPTIMIZERS
 PAPER_EPOCHS, PAPER_INCV_EPOCHS = 200, 50
 
 
+def incv_config(args):
+    """The ``incv.INCVConfig`` of the flags."""
+    from . import incv
+
+    return flags.config_from(incv.INCVConfig, args, epochs="incv_epochs",
+                             iterations="incv_iterations", optimizer="incv_optimizer",
+                             parallel="incv_parallel")
+
+
+def coteaching_config(args):
+    """The ``coteaching.CoTeachingConfig`` of the flags."""
+    from . import coteaching
+
+    return flags.config_from(coteaching.CoTeachingConfig, args)
+
+
 def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
-    """One run of ``method`` into ``out``; returns its summary."""
-    from . import (
-        coteaching,  # Keras-based: loaded by main() after utils.load_tensorflow()
-        incv,
-    )
+    """One run of ``method`` into ``out``; returns its summary.
+
+    The labels, then the method's selection (INCV, a one-round selector) or the baseline's
+    forget rate, then the training every method shares (``coteaching.train_two_networks``).
+    """
+    from . import coteaching  # Keras-based: loaded by main() after utils.load_tensorflow()
 
     t0 = time.time()
+    run = _run_labels(args, data, method, pattern, ratio, seed, out, T)
+    if method == "incv":
+        st = _select_incv(args, data, run, printer)
+    elif method in ONE_ROUND_SELECTORS:
+        st = _select_one_round(args, data, run, printer)
+    if method == "incv" or method in ONE_ROUND_SELECTORS:
+        s_idx, c_idx = np.flatnonzero(st["selected"]), np.flatnonzero(st["candidate"])
+        # e_S and the warm-up from the selector's e, the same for every selector (sec. 4)
+        cot = coteaching.plan(st["eval_ratio"], noise_type=run["rules"],
+                              num_classes=data.num_classes, epochs=args.epochs)
+        forget, warmup = cot["forget_rate"], cot["warmup"]
+        run["summary"].update(expected_noise_of_selected=forget, warmup_epochs=warmup)
+        if args.incv_only:
+            run["summary"]["seconds"] = round(time.time() - t0, 1)
+            return run["summary"]
+        if len(s_idx) == 0:
+            raise ValueError(f"{method}'s selection S is empty in {out} (no training sample "
+                             "kept): nothing to train Co-teaching on. Train the selection's "
+                             "networks longer (--incv_epochs) or check the labels")
+    else:
+        s_idx, c_idx = np.arange(len(run["y_noisy"])), np.arange(0)
+        forget = _baseline_forget_rate(args, data, method, run, printer)
+        warmup = 0
+    run["summary"]["forget_rate"] = forget
+    rows = coteaching.train_two_networks(
+        coteaching_config(args), data, run["y_noisy"], s_idx, c_idx, seed=seed,
+        forget_rate=forget, warmup=warmup, out=out, printer=printer,
+        standard=(method == "standard"))
+    summary = run["summary"]
+    summary["test_accuracy"] = final_test_accuracy(rows)
+    if "test_top5_accuracy_model1" in rows[-1]:  # more than 5 classes
+        summary["test_top5_accuracy"] = final_test_accuracy(rows, key="test_top5_accuracy")
+    summary["seconds"] = round(time.time() - t0, 1)
+    plots.plot_test_curves(os.path.dirname(os.path.dirname(out)), seed,
+                           os.path.join(out, "test_accuracy.png"),
+                           f"{data.name}, {pattern} {'' if ratio is None else f'{ratio:g}'}, "
+                           f"seed {seed}")
+    return summary
+
+
+def _run_labels(args, data, method, pattern, ratio, seed, out, T):
+    """A run's labels (noisy, clean if known, the authors' CSV column), its summary's head,
+    and labels.npz; the labels of an ``--incv_results`` CSV for a reused INCV selection."""
+    from . import incv
+
     # Labels as given / a matrix file: the rules follow the declared --noise_type.
     rules = noise.rule_pattern(pattern, args.noise_type)
     summary = {"dataset": data.name, "method": method, "pattern": pattern, "ratio": ratio,
@@ -81,105 +143,111 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
     y_true, y_noisy, T = noise.run_labels(data, pattern, ratio, seed=seed, T=T)
     # The authors' CSV has a clean-label column y: -1 where the clean labels are unknown.
     y_csv = y_true if y_true is not None else np.full(len(y_noisy), -1, np.int64)
+    reused = None
     if args.incv_results and method == "incv":
-        y_noisy, st = incv.read_incv_csv(args.incv_results, y_csv, num_classes=data.num_classes)
-    else:
-        st = None
+        y_noisy, reused = incv.read_incv_csv(args.incv_results, y_csv,
+                                             num_classes=data.num_classes)
     summary["actual_noise_ratio"] = (None if y_true is None
                                      else noise.actual_noise_ratio(y_true, y_noisy))
     utils.save_npz(os.path.join(out, "labels.npz"), y_noisy=y_noisy,
                    train_index=data.train_index,
                    **({} if y_true is None else {"y_true": y_true}))
-    n = len(y_noisy)
-    s_idx, c_idx = np.arange(n), np.arange(0)
+    return {"y_true": y_true, "y_noisy": y_noisy, "y_csv": y_csv, "rules": rules,
+            "pattern": pattern, "ratio": ratio, "seed": seed, "out": out, "summary": summary,
+            "reused_selection": reused}
 
-    if method == "incv":
+
+def _select_incv(args, data, run, printer):
+    """INCV's selection (resumable), its files, and its summary entries; or the selection
+    of ``--incv_results``. Returns the selection state (``incv.incv_select``)."""
+    from . import incv
+
+    out, seed, y_noisy, y_true = run["out"], run["seed"], run["y_noisy"], run["y_true"]
+    pattern, ratio = run["pattern"], run["ratio"]
+    st = run["reused_selection"]
+    if st is None:
         state_path = os.path.join(out, "incv_state.npz")
-        if st is None:
-            if args.resume and os.path.isfile(state_path):
-                st = incv.load_incv_state(state_path)
-                printer(f"  resuming INCV after iteration {len(st['iterations'])}")
-            st = incv.incv_select(
-                y_noisy, num_classes=data.num_classes, pattern=rules, seed=seed,
-                iterations=args.incv_iterations, state=st, y_true=y_true,
-                **_incv_training(args, data, y_noisy, seed=seed, out=out, printer=printer,
-                                 runs_done=2 * len(st["iterations"]) if st else 0),
-                on_iteration=lambda s: (incv.save_incv_state(state_path, s), printer(
-                    "  " + incv_iteration_line(s["iterations"][-1],
-                                                     args.incv_iterations))))
-            setting = pattern if ratio is None else f"{pattern}{ratio:g}"
-            incv.write_incv_csv(os.path.join(out, f"{data.name}_{setting}_INCV_results.csv"),
-                                y_csv, y_noisy, st)
-            if st["oos_probs"] is not None:  # out-of-sample, from INCV's first iteration
-                utils.save_npz(os.path.join(out, "probabilities.npz"),
-                               train_index=data.train_index, y_noisy=y_noisy,
-                               probs=st["oos_probs"])
-            if st["iterations"] and y_true is not None:  # LP / LR need clean labels
-                plots.plot_incv(st["iterations"], os.path.join(out, "incv.png"),
-                          f"INCV on {data.name}, {pattern} {'' if ratio is None else f'{ratio:g}'}")
-        # Also for a reused selection (--incv_results: no held-out losses there).
-        incv.write_cleaned_set(os.path.join(out, "cleaned_set.csv"),
-                               index=data.train_index, given_label=y_noisy,
-                               selected=st["selected"], candidate=st["candidate"],
-                               heldout_loss=st.get("heldout_loss"),
-                               path_column=data.train_paths,
-                               class_names=data.class_names)
-        if st.get("oos_probs") is not None and np.isfinite(st["oos_probs"]).all():
-            summary["noise_estimates"] = selection.noise_estimates(
-                st["oos_probs"], y_noisy, num_classes=data.num_classes, y_true=y_true)
-        sel = _selection_metrics(y_true, y_noisy, st)
-        summary.update(estimated_noise_ratio=st["eval_ratio"], incv=st["iterations"],
-                       selection=sel)
-    elif method in ONE_ROUND_SELECTORS:
-        probs, source = out_of_sample_probs(args, data, y_noisy, seed=seed, out=out,
-                                            printer=printer)
-        st = selection.SELECTORS[method](probs, y_noisy, num_classes=data.num_classes)
-        write_selection(out, data, y_csv, y_noisy, st, probs, method=method, pattern=pattern,
-                        ratio=ratio)
-        sel = _selection_metrics(y_true, y_noisy, st)
-        summary.update(estimated_noise_ratio=st["eval_ratio"], probabilities_from=source,
-                       selection=sel, noise_estimates=selection.noise_estimates(
-                           probs, y_noisy, num_classes=data.num_classes, y_true=y_true))
-        lp_lr = ("" if y_true is None else f", LP {sel['label_precision']:.4f}, LR "
-                 f"{sel['label_recall']:.4f}")
-        printer(f"  {method}: |S| {sel['selected']}, |C| {sel['candidates']}{lp_lr}, "
-                f"estimated noise {st['eval_ratio']:.4f}")
-    if method == "incv" or method in ONE_ROUND_SELECTORS:
-        s_idx, c_idx = np.flatnonzero(st["selected"]), np.flatnonzero(st["candidate"])
-        e = st["eval_ratio"]  # e_S and the warm-up from it, the same for every selector (sec. 4)
-        forget = noise.expected_noise_of_selected(e, rules, data.num_classes)
-        warmup = coteaching.warmup_epochs(rules, e, args.epochs)
-        summary.update(expected_noise_of_selected=forget, warmup_epochs=warmup)
-        if args.incv_only:
-            summary["seconds"] = round(time.time() - t0, 1)
-            return summary
-    elif method == "coteaching":
-        if args.forget_rate is not None:
-            forget = args.forget_rate
-        else:  # estimate e as INCV's first step does: train on one half, predict the other
-            half, held = split_halves(n, rng=utils.rng_for(seed, "split"))
-            probs = incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out, printer=printer)(
-                half, held, True, "noise-estimate")
-            forget = noise.estimate_noise_ratio((probs.argmax(1) == y_noisy[held]).mean(),
-                                                data.num_classes)
-            summary["estimated_noise_ratio"] = forget
-        warmup = 0
-    else:
-        forget, warmup = 0.0, 0
-    summary["forget_rate"] = forget
+        if args.resume and os.path.isfile(state_path):
+            st = incv.load_incv_state(state_path)
+            printer(f"  resuming INCV after iteration {len(st['iterations'])}")
+        st = incv.incv_select(
+            y_noisy, num_classes=data.num_classes, pattern=run["rules"], seed=seed,
+            iterations=args.incv_iterations, state=st, y_true=y_true,
+            **incv.training_fns(incv_config(args), data, y_noisy, seed=seed, out=out,
+                                printer=printer,
+                                runs_done=2 * len(st["iterations"]) if st else 0),
+            on_iteration=lambda s: (incv.save_incv_state(state_path, s), printer(
+                "  " + incv_iteration_line(s["iterations"][-1], args.incv_iterations))))
+        setting = pattern if ratio is None else f"{pattern}{ratio:g}"
+        incv.write_incv_csv(os.path.join(out, f"{data.name}_{setting}_INCV_results.csv"),
+                            run["y_csv"], y_noisy, st)
+        if st["oos_probs"] is not None:  # out-of-sample, from INCV's first iteration
+            utils.save_npz(os.path.join(out, "probabilities.npz"),
+                           train_index=data.train_index, y_noisy=y_noisy,
+                           probs=st["oos_probs"])
+        if st["iterations"] and y_true is not None:  # LP / LR need clean labels
+            plots.plot_incv(st["iterations"], os.path.join(out, "incv.png"),
+                            f"INCV on {data.name}, {pattern} "
+                            f"{'' if ratio is None else f'{ratio:g}'}")
+    # Also for a reused selection (--incv_results: no held-out losses there).
+    incv.write_cleaned_set(os.path.join(out, "cleaned_set.csv"),
+                           index=data.train_index, given_label=y_noisy,
+                           selected=st["selected"], candidate=st["candidate"],
+                           heldout_loss=st.get("heldout_loss"),
+                           path_column=data.train_paths, class_names=data.class_names)
+    summary = run["summary"]
+    if st.get("oos_probs") is not None and np.isfinite(st["oos_probs"]).all():
+        summary["noise_estimates"] = {**selection.noise_estimates(
+            st["oos_probs"], y_noisy, num_classes=data.num_classes, y_true=y_true),
+            "incv_first_half": st["eval_ratio"]}
+    summary.update(estimated_noise_ratio=st["eval_ratio"],
+                   estimated_noise_ratio_is="incv_first_half" if st["iterations"]
+                   else "incv_results_csv", incv=st["iterations"],
+                   selection=_selection_metrics(y_true, y_noisy, st))
+    return st
 
-    rows = coteaching.train_two_networks(args, data, y_noisy, s_idx, c_idx, seed=seed, forget_rate=forget,
-                              warmup=warmup, out=out, printer=printer,
-                              standard=(method == "standard"))
-    summary["test_accuracy"] = final_test_accuracy(rows)
-    if "test_top5_accuracy_model1" in rows[-1]:  # more than 5 classes
-        summary["test_top5_accuracy"] = final_test_accuracy(rows, key="test_top5_accuracy")
-    summary["seconds"] = round(time.time() - t0, 1)
-    plots.plot_test_curves(os.path.dirname(os.path.dirname(out)), seed,
-                     os.path.join(out, "test_accuracy.png"),
-                     f"{data.name}, {pattern} {'' if ratio is None else f'{ratio:g}'}, "
-                     f"seed {seed}")
-    return summary
+
+def _select_one_round(args, data, run, printer):
+    """Confident learning's or the noisy-CV rule's selection from one 2-fold round's
+    out-of-sample probabilities, its files and summary entries."""
+    method, y_noisy, y_true = run["summary"]["method"], run["y_noisy"], run["y_true"]
+    probs, source = out_of_sample_probs(args, data, y_noisy, seed=run["seed"], out=run["out"],
+                                        printer=printer)
+    st = selection.SELECTORS[method](probs, y_noisy, num_classes=data.num_classes)
+    write_selection(run["out"], data, run["y_csv"], y_noisy, st, probs, method=method,
+                    pattern=run["pattern"], ratio=run["ratio"])
+    sel = _selection_metrics(y_true, y_noisy, st)
+    run["summary"].update(
+        estimated_noise_ratio=st["eval_ratio"],
+        estimated_noise_ratio_is=selection.ESTIMATE_OF[method], probabilities_from=source,
+        selection=sel, noise_estimates=selection.noise_estimates(
+            probs, y_noisy, num_classes=data.num_classes, y_true=y_true))
+    lp_lr = ("" if y_true is None else f", LP {sel['label_precision']:.4f}, LR "
+             f"{sel['label_recall']:.4f}")
+    printer(f"  {method}: |S| {sel['selected']}, |C| {sel['candidates']}{lp_lr}, "
+            f"estimated noise {st['eval_ratio']:.4f}")
+    return st
+
+
+def _baseline_forget_rate(args, data, method, run, printer):
+    """Plain Co-teaching's forget rate: ``--forget_rate``, or the noise ratio estimated as
+    INCV's first step does (train on one half, predict the other); 0 for standard training."""
+    from . import incv
+
+    if method == "standard":
+        return 0.0
+    if args.forget_rate is not None:
+        return args.forget_rate
+    y_noisy, seed = run["y_noisy"], run["seed"]
+    half, held = split_halves(len(y_noisy), rng=utils.rng_for(seed, "split"),
+                              larger_first=True, sort=True)
+    probs = incv.make_incv_train_fn(incv_config(args), data, y_noisy, seed=seed, out=run["out"],
+                                    printer=printer)(half, held, True, "noise-estimate")
+    forget = noise.estimate_noise_ratio((probs.argmax(1) == y_noisy[held]).mean(),
+                                        data.num_classes)
+    run["summary"].update(estimated_noise_ratio=forget,
+                          estimated_noise_ratio_is="cv_one_half")
+    return forget
 
 
 def _selection_metrics(y_true, y_noisy, st):
@@ -208,9 +276,28 @@ def final_test_accuracy(rows, *, key="test_accuracy"):
             "mean": float(sum(both) / len(both)) if both else None}
 
 
-# The flags that make two runs' first INCV iteration the same computation.
-_OOS_FLAGS = ("dataset", "data_dir", "n_train", "arch", "incv_epochs", "lr", "batch_size",
-              "augment")
+# The flags that cannot change the probabilities of INCV's first 2-fold round: where results
+# go and how progress is shown, the grid (the labels and the seed's run directory are
+# compared directly), and what acts only after that round (later iterations, Co-teaching,
+# reusing a selection). Every other flag, a new one included, must match for --method cl /
+# ncv to reuse an INCV run's probabilities.
+_NOT_OOS_FLAGS = frozenset(flags.BOOKKEEPING_FLAGS) - {"devices", "data_dir", "no_download"} \
+    | set(flags.GRID_FLAGS) | {"epochs", "incv_iterations", "tk", "forget_rate", "selection",
+                              "keep_optimizer_state", "incv_only", "incv_results"}
+
+
+def oos_mismatches(theirs, ours):
+    """The flags (name, theirs, ours) in which an INCV run's config.json ``args`` differ
+    from this call's ``vars(args)`` in a way that can change its first round's
+    probabilities; a flag the run did not record counts as its default (None / False)."""
+    diffs = []
+    for key, value in ours.items():
+        if key in _NOT_OOS_FLAGS:
+            continue
+        old = theirs.get(key, None if value is not False else False)
+        if utils.jsonable(old) != utils.jsonable(value):
+            diffs.append((key, old, value))
+    return diffs
 
 
 def out_of_sample_probs(args, data, y_noisy, *, seed, out, printer):
@@ -230,14 +317,14 @@ def out_of_sample_probs(args, data, y_noisy, *, seed, out, printer):
     if os.path.isfile(npz) and os.path.isfile(os.path.join(sibling, "summary.json")) \
             and os.path.isfile(cfg):
         theirs = utils.read_json(cfg).get("args", {})
-        if all(theirs.get(k) == getattr(args, k) for k in _OOS_FLAGS):
+        if not oos_mismatches(theirs, vars(args)):
             with np.load(npz) as f:
                 if (np.array_equal(f["y_noisy"], y_noisy)
                         and np.array_equal(f["train_index"], data.train_index)
                         and np.isfinite(f["probs"]).all()):
                     printer(f"  out-of-sample probabilities: INCV's first iteration, {npz}")
                     return f["probs"], npz
-    train_fn = incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out,
+    train_fn = incv.make_incv_train_fn(incv_config(args), data, y_noisy, seed=seed, out=out,
                                        printer=printer)
     probs = selection.cross_validation_probs(train_fn, len(y_noisy), data.num_classes,
                                              seed=seed)
@@ -260,22 +347,6 @@ def write_selection(out, data, y_csv, y_noisy, st, probs, *, method, pattern, ra
                            path_column=data.train_paths, class_names=data.class_names)
     utils.save_npz(os.path.join(out, "probabilities.npz"), train_index=data.train_index,
                    y_noisy=y_noisy, probs=probs)
-
-
-def _incv_training(args, data, y_noisy, *, seed, out, printer, runs_done=0):
-    """``--incv_parallel``: INCV's two runs of an iteration side by side in one training
-    step (pair) or one after the other (sequential). Sequential also under a multi-replica
-    --devices, which the paired step does not split across replicas, and under
-    ``--incv_optimizer carry``, where each run starts from the previous run's Adam state (a
-    chain that two simultaneous runs cannot follow)."""
-    from . import incv
-
-    if args.incv_parallel == "pair" and args.incv_optimizer == "fresh" and \
-            devices.device_strategy(args.devices).num_replicas_in_sync == 1:
-        return {"train_pair_fn": incv.make_incv_train_pair_fn(args, data, y_noisy, seed=seed,
-                                                              out=out, printer=printer)}
-    return {"train_fn": incv.make_incv_train_fn(args, data, y_noisy, seed=seed, out=out,
-                                                printer=printer, runs_done=runs_done)}
 
 
 def parse_args(argv=None):
@@ -349,8 +420,9 @@ def main(args):
     from . import incv  # Keras-based: after load_tensorflow()
 
     printer = print
-    devices.run_strategy(args, printer)  # checks --devices; runs build their models on it
-    data = load_training_data(args, printer)
+    # checks --devices; runs build their models on it
+    devices.run_strategy(args.devices, batch_size=args.batch_size, printer=printer)
+    data = flags.load_training_data(args, printer)
     settings, T = flags.noise_plan(args, data, printer)
     if data.provenance is not None:
         printer(describe_provenance(data.provenance))

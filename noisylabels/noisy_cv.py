@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from . import devices, flags, metrics, noise, plots, selection, utils
-from .data import describe_provenance, load_training_data, split_halves
+from .data import describe_provenance, split_halves
 from .pipelines import resolve_augmentation
 
 # Authors' theory-run schedule: Adam 1e-3, x0.1 after epoch 80, 0.01 after 120,
@@ -144,7 +144,8 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
     from . import training
 
     y_true, y_noisy, T = noise.run_labels(data, pattern, ratio, seed=seed, T=T)
-    idx_fit, idx_held = split_halves(len(y_noisy), rng=utils.rng_for(seed, "split"))
+    idx_fit, idx_held = split_halves(len(y_noisy), rng=utils.rng_for(seed, "split"),
+                                     larger_first=True, sort=True)
     utils.save_npz(os.path.join(out, "labels.npz"), y_noisy=y_noisy, idx_fit=idx_fit,
                    idx_held=idx_held, train_index=data.train_index,
                    **({} if y_true is None else {"y_true": y_true}))
@@ -195,7 +196,7 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
             + ([("confident learning P(noisy | true)", cl)] if cl is not None else []),
             os.path.join(out, "noise_matrices.png"),
             title=f"{data.name} {args.arch}, {setting}, seed {seed}: noise "
-                  f"{est['actual']:.3f}, paper's estimate {est['paper']:.3f}"
+                  f"{est['actual']:.3f}, CV estimate {est['cv_both_halves']:.3f}"
                   + (f", confident learning's {est['confident_learning']:.3f}"
                      if cl is not None else ""))
     utils.write_json(os.path.join(out, "summary.json"), summary)  # last: marks the run done
@@ -210,8 +211,8 @@ def main(args):
     from . import training  # Keras-based: after load_tensorflow()
 
     printer = print
-    strategy = devices.run_strategy(args, printer)
-    data = load_training_data(args, printer)
+    strategy = devices.run_strategy(args.devices, batch_size=args.batch_size, printer=printer)
+    data = flags.load_training_data(args, printer)
     settings, T = flags.noise_plan(args, data, printer)
     if data.provenance is not None:
         printer(describe_provenance(data.provenance))
@@ -225,7 +226,7 @@ def main(args):
     for k, (seed, pattern, ratio, out) in enumerate(todo, 1):
         if seed != current_seed:
             keras.utils.set_random_seed(seed)  # same init for every ratio of a seed
-            model = training.build_classifier(args, data, strategy)
+            model = training.build_classifier(args.arch, data, strategy, lr=args.lr)
             initial, current_seed = model.get_weights(), seed
         utils.prepare_run_dir(out, overwrite=args.overwrite)
         utils.write_json(os.path.join(out, "config.json"), utils.run_config(

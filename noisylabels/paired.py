@@ -156,14 +156,14 @@ class _PairedRunLogs(keras.callbacks.Callback):
             monitor.on_train_end()
 
 
-def build_paired_classifiers(args, data, *, lr=None):
-    """Two ``--arch`` networks for ``data`` in a compiled :class:`PairedNetworks`."""
+def build_paired_classifiers(arch, data, *, lr=1e-3):
+    """Two ``arch`` networks for ``data`` in a compiled :class:`PairedNetworks` (Adam
+    ``lr`` each, as the authors compiled every network)."""
     from . import models
 
-    nets = [models.build_model(args.arch, data.input_shape, data.num_classes)
+    nets = [models.build_model(arch, data.input_shape, data.num_classes)
             for _ in range(2)]
     pair = PairedNetworks(*nets)
-    lr = args.lr if lr is None else lr
     pair.compile(optimizer1=adam(lr), optimizer2=adam(lr))
     return pair
 

@@ -23,6 +23,7 @@ the empirical T when clean labels are known).
 import numpy as np
 
 from . import metrics, noise, utils
+from .data import split_halves
 
 # cleanlab's estimator of the fraction of label issues used everywhere here: 1 - trace of
 # the confident joint calibrated to the given labels' class counts (the one cleanlab's docs
@@ -62,9 +63,7 @@ def cross_validation_probs(train_fn, n, num_classes, *, seed):
     (n, c) float32
         Row i predicted by the run that trained on the other half.
     """
-    order = np.arange(n)
-    utils.rng_for(seed, "incv-iteration-1").shuffle(order)
-    halves = (order[: n // 2], order[n // 2:])
+    halves = split_halves(np.arange(n), rng=utils.rng_for(seed, "incv-iteration-1"))
     probs = np.full((n, num_classes), np.nan, np.float32)
     for h, (fit, held) in enumerate(((halves[0], halves[1]), (halves[1], halves[0]))):
         probs[held] = train_fn(fit, held, True, f"cross-validation-half{h + 1}")
@@ -147,6 +146,26 @@ def select_cl(probs, y_noisy, *, num_classes, filter_by="prune_by_noise_rate"):
 
 SELECTORS = {"ncv": select_ncv, "cl": select_cl}
 
+# Every estimate of the noise ratio e that a run can record, one name each, and what it is
+# computed from. A summary's ``estimated_noise_ratio`` is the e its method used (for e_S and
+# the warm-up), and ``estimated_noise_ratio_is`` names which of these it is;
+# ``noise_estimates`` holds those the run's out-of-sample probabilities give.
+ESTIMATES = {
+    "incv_first_half": "the paper's formula (sec. 2) on the held-out accuracy of INCV's "
+                       "first run only (iteration 1, first half: n/2 samples), as the "
+                       "authors' INCV.py; INCV's e",
+    "cv_both_halves": "the paper's formula on the held-out accuracy of both runs of one "
+                      "2-fold round (all n samples out of sample); the noisy-CV rule's e",
+    "cv_one_half": "the paper's formula on one run trained on a random half and tested "
+                   "on the other (n/2 samples); plain Co-teaching's forget rate",
+    "confident_learning": "cleanlab's estimated number of label issues / n on one 2-fold "
+                          "round's out-of-sample probabilities; confident learning's e",
+    "incv_results_csv": "the eval_ratio column of the --incv_results CSV (INCV's e when "
+                        "the CSV came from incv_train.py)",
+}
+# The estimate each one-round selector uses as its e.
+ESTIMATE_OF = {"ncv": "cv_both_halves", "cl": "confident_learning"}
+
 
 def noise_estimates(probs, y_noisy, *, num_classes, y_true=None):
     """Every noise estimate that out-of-sample probabilities give, side by side.
@@ -154,8 +173,10 @@ def noise_estimates(probs, y_noisy, *, num_classes, y_true=None):
     Returns
     -------
     dict
-        ``paper``: the paper's estimate (held-out accuracy w.r.t. noisy labels put into
-        the inverted sym accuracy formula, sec. 2), ``confident_learning``: cleanlab's
+        ``cv_both_halves``: the paper's formula (held-out accuracy w.r.t. the noisy labels
+        put into the inverted sym accuracy formula, sec. 2) on the out-of-sample
+        predictions of all n samples (both halves of one 2-fold round; see
+        :data:`ESTIMATES`), ``confident_learning``: cleanlab's
         estimated fraction of label issues, ``cl_noise_matrix`` (c, c) its P(noisy | true),
         ``held_out_noisy_accuracy``; with ``y_true`` also ``actual`` (the noise ratio),
         ``empirical_T`` (c, c) P(noisy = j | true = i), ``confusion`` M (c, c)
@@ -168,7 +189,7 @@ def noise_estimates(probs, y_noisy, *, num_classes, y_true=None):
     """
     p, y = check_probs(probs, y_noisy, num_classes)
     hit = p.argmax(1) == y
-    out = {"paper": noise.estimate_noise_ratio(float(hit.mean()), num_classes),
+    out = {"cv_both_halves": noise.estimate_noise_ratio(float(hit.mean()), num_classes),
            "held_out_noisy_accuracy": float(hit.mean())}
     try:
         rate, matrix = cl_noise_matrix(p, y, num_classes=num_classes)

@@ -378,8 +378,12 @@ def table_noise_estimates(runs):
         key = (r["kind"], _group(r), r["pattern"], r["ratio"])
         seen = per_seed.setdefault(key, {})
         est = dict(r["summary"]["noise_estimates"])
+        # runs made before the estimates had one name each: "paper" was cv_both_halves,
+        # INCV's e (its first half) only the summary's estimated_noise_ratio
+        if "paper" in est:
+            est.setdefault("cv_both_halves", est.pop("paper"))
         if r["method"] == "incv":
-            est["incv"] = r["summary"].get("estimated_noise_ratio")
+            est.setdefault("incv_first_half", r["summary"].get("estimated_noise_ratio"))
         seen.setdefault(r["seed"], {}).update({k: v for k, v in est.items()
                                                if v is not None})
     rows = []
@@ -389,8 +393,8 @@ def table_noise_estimates(runs):
         row = {"table": "noise_estimates", "group": _label(group), "script": {
             "train": "incv_train.py", "cv": "noisy_cv.py"}[kind],
             "setting": _setting(pattern, ratio), "n": len(xs)}
-        for k in ("paper", "confident_learning", "incv", "actual", "confusion_to_T_mad",
-                  "cl_noise_matrix_to_T_mad"):
+        for k in ("cv_both_halves", "confident_learning", "incv_first_half", "actual",
+                  "confusion_to_T_mad", "cl_noise_matrix_to_T_mad"):
             _put(row, k, [x.get(k) for x in xs])
         rows.append(row)
     return rows
@@ -423,10 +427,12 @@ def format_comparison(tables):
         out.append("\n## Noise-ratio estimates (mean ± sample std over seeds)")
     for label, rows in _by_group(tables.get("noise_estimates", [])):
         out += [f"\n### {label}\n", _markdown_table(
-            ["script", "setting", "n", "paper's", "confident learning", "INCV (first half)",
+            ["script", "setting", "n", "CV both halves", "confident learning",
+             "INCV (first half)",
              "actual", "M to T (MAD)", "CL matrix to T (MAD)"],
             [[r["script"], r["setting"], r["n"]] + [_fmt(r, k) for k in (
-                "paper", "confident_learning", "incv", "actual", "confusion_to_T_mad",
+                "cv_both_halves", "confident_learning", "incv_first_half", "actual",
+                "confusion_to_T_mad",
                 "cl_noise_matrix_to_T_mad")] for r in rows])]
     return out
 

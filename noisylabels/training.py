@@ -290,14 +290,15 @@ def compile_classifier(model, *, lr=1e-3, steps_per_execution=1, jit_compile="au
     return model
 
 
-def build_classifier(args, data, strategy):
-    """``--arch`` for ``data``, compiled as the authors did, on ``--devices``' strategy."""
+def build_classifier(arch, data, strategy, *, lr=1e-3):
+    """Network ``arch`` for ``data``, compiled as the authors did (:func:`compile_classifier`),
+    on a ``tf.distribute`` strategy (``devices.device_strategy``)."""
     from . import models
 
     with strategy.scope():
-        net = models.build_model(args.arch, data.input_shape, data.num_classes)
+        net = models.build_model(arch, data.input_shape, data.num_classes)
         devices.sync_batchnorm(net, strategy)
-        return compile_classifier(net, lr=args.lr)
+        return compile_classifier(net, lr=lr)
 
 
 def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,

@@ -82,7 +82,7 @@ def test_repeated_grid_values_run_once_with_a_note(capsys):
 def test_n_train_larger_than_the_training_set_says_so():
     args = noisy_cv.parse_args(["--dataset", "digits", "--n_train", "5000"])
     printed = []
-    d = data.load_training_data(args, printed.append)
+    d = flags.load_training_data(args, printed.append)
     assert len(d.y_train) == 1347
     assert printed == ["note: --n_train 5000 is more than the 1347 training images of digits: "
                        "all 1347 are used"]
@@ -288,7 +288,7 @@ def test_table_lists_a_config_of_the_wrong_type(tmp_path):
 @pytest.fixture(scope="module")
 def digits_300():
     """The training labels of DIGITS (--n_train 300, seed 0) and a valid selection CSV's rows."""
-    d = data.load_training_data(incv_train.parse_args(DIGITS), print)
+    d = flags.load_training_data(incv_train.parse_args(DIGITS), print)
     rows = [{"y": int(y), "y_noisy": int(y), "select": str(i % 2 == 0),
              "candidate": str(i % 2 == 1), "eval_ratio": 0.4} for i, y in enumerate(d.y_train)]
     return d.y_train, rows

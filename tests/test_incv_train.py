@@ -178,3 +178,31 @@ def test_carried_incv_optimizer_survives_a_resume_and_authors_selection_runs(
     assert len(s["incv"]) == 2 and s["test_accuracy"]["mean"] is not None
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["args"]["selection"] == "authors"
+
+
+@pytest.mark.parametrize("method", ["incv", "ncv"])
+def test_an_empty_selection_stops_before_training(tmp_path, monkeypatch, method):
+    """A selection S with no sample leaves nothing for Co-teaching to train on (its epochs
+    would run 0 steps): the run stops with the reason, writes no summary, trains nothing."""
+    from noisylabels import coteaching, incv, selection
+
+    n = 300
+
+    def empty(*a, **k):
+        return {"selected": np.zeros(n, bool), "candidate": np.ones(n, bool),
+                "eval_ratio": 0.5, "iterations": [], "heldout_loss": np.full(n, np.nan),
+                "oos_probs": None}
+
+    monkeypatch.setattr(incv, "incv_select", empty)
+    monkeypatch.setitem(selection.SELECTORS, "ncv", empty)
+    monkeypatch.setattr(incv, "make_incv_train_fn", lambda *a, **k: (
+        lambda fit, held, keep_best, tag: np.full((len(held), 10), 0.1, np.float32)))
+    trained = []
+    monkeypatch.setattr(coteaching, "train_two_networks", lambda *a, **k: trained.append(a))
+    args = incv_train.parse_args(BASE + ["--method", method, "--results_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match=f"^{method}'s selection S is empty in .*: nothing to "
+                                         "train Co-teaching on"):
+        incv_train.main(args)
+    assert not trained
+    out = tmp_path / "digits" / "sym" / "0.5" / method / "seed0"
+    assert (out / "config.json").exists() and not (out / "summary.json").exists()

@@ -18,7 +18,6 @@ import sys
 import sysconfig
 
 import pytest
-
 from conftest import ROOT
 
 # Top-level packages of registry distributions that shared a name with our old modules.

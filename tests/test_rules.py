@@ -7,7 +7,6 @@ best-checkpoint rule and common initial weights, resume at epoch level, the augm
 schedule constants, and the closed forms of sec. 2 against predictions drawn from T.
 """
 
-import argparse
 import os
 
 import keras
@@ -129,7 +128,7 @@ def _cot_args(**kw):
     a = dict(lr=1e-3, epochs=EPOCHS, tk=TK, devices="default", arch="cnn", batch_size=B,
              keep_optimizer_state=False, augment="none", verbose=0, resume=False)
     a.update(kw)
-    return argparse.Namespace(**a)
+    return coteaching.CoTeachingConfig(**a)
 
 
 def _train(out, *, die_after=None, resume=False, record=None):
@@ -307,7 +306,8 @@ def test_every_incv_run_starts_from_the_same_weights_with_a_fresh_optimizer(tmp_
         ends.append(snapshot(self.model))))
     args = incv_train.parse_args(["--dataset", "digits", "--arch", "cnn", "--incv_epochs", "2",
                                   "--batch_size", "16", "--verbose", "0"])
-    train_fn = incv.make_incv_train_fn(args, d, d.y_train, seed=0, out=str(tmp_path),
+    train_fn = incv.make_incv_train_fn(incv_train.incv_config(args), d, d.y_train, seed=0,
+                                       out=str(tmp_path),
                                        printer=lambda *a: None)
     idx = np.arange(n)
     train_fn(idx[:24], idx[24:], True, "run1")

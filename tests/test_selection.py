@@ -47,7 +47,7 @@ def test_selectors_find_exactly_the_mislabelled_samples(pattern, ratio):
     np.testing.assert_allclose(est["confusion"], np.eye(C))
     T = est["empirical_T"]
     assert est["confusion_to_T_fro"] == pytest.approx(np.linalg.norm(T - np.eye(C)))
-    assert est["paper"] == pytest.approx(ncv["eval_ratio"])
+    assert est["cv_both_halves"] == pytest.approx(ncv["eval_ratio"])
 
 
 def test_cl_estimate_and_matrix_use_the_paper_convention():
@@ -194,9 +194,19 @@ def test_every_selector_writes_the_same_files(selectors_run):
         for k in ("label_precision", "label_recall", "candidates"):
             assert k in s["selection"], (method, k)
         est = s["noise_estimates"]
-        for k in ("paper", "confident_learning", "actual", "cl_noise_matrix", "empirical_T"):
+        for k in ("cv_both_halves", "confident_learning", "actual", "cl_noise_matrix", "empirical_T"):
             assert k in est, (method, k)
-        assert 0 < s["forget_rate"] < 1 and s["test_accuracy"]["model1"] is not None
+        # e_S recomputed from the method's own e (sec. 4), and the final test accuracy from
+        # the last log row
+        assert s["forget_rate"] == pytest.approx(
+            noise.expected_noise_of_selected(s["estimated_noise_ratio"], "sym", 10))
+        last = json.loads(open(os.path.join(out, "log.jsonl")).read().splitlines()[-1])
+        assert s["test_accuracy"]["model1"] == last["test_accuracy_model1"]
+        # one name per estimate: the method's e is the estimate its summary names
+        is_ = {"incv": "incv_first_half", "cl": "confident_learning",
+               "ncv": "cv_both_halves"}[method]
+        assert s["estimated_noise_ratio_is"] == is_ and is_ in selection.ESTIMATES
+        assert s["estimated_noise_ratio"] == pytest.approx(est[is_])
     assert files["cl"] == files["ncv"] and files["incv"] == files["cl"], files
     # cl and ncv judged INCV's own first-iteration probabilities (the same predictions)
     p = {m: np.load(os.path.join(setting, m, "seed0", "probabilities.npz"))["probs"]
@@ -204,10 +214,10 @@ def test_every_selector_writes_the_same_files(selectors_run):
     np.testing.assert_array_equal(p["cl"], p["incv"])
     np.testing.assert_array_equal(p["ncv"], p["incv"])
     assert summaries["cl"]["probabilities_from"].endswith("probabilities.npz")
-    assert summaries["incv"]["noise_estimates"]["paper"] == pytest.approx(
-        summaries["cl"]["noise_estimates"]["paper"])
+    assert summaries["incv"]["noise_estimates"]["cv_both_halves"] == pytest.approx(
+        summaries["cl"]["noise_estimates"]["cv_both_halves"])
     ncv = summaries["ncv"]
-    assert ncv["estimated_noise_ratio"] == pytest.approx(ncv["noise_estimates"]["paper"])
+    assert ncv["estimated_noise_ratio"] == pytest.approx(ncv["noise_estimates"]["cv_both_halves"])
     cl = summaries["cl"]
     assert cl["estimated_noise_ratio"] == pytest.approx(
         cl["noise_estimates"]["confident_learning"])
@@ -241,10 +251,10 @@ def test_table_lines_up_the_selectors_and_estimators(selectors_run):
         assert sel[label]["label_precision_mean"] == pytest.approx(s["label_precision"])
     (est,) = tables["noise_estimates"]
     assert est["n"] == 1  # one seed: incv, cl and ncv share its probabilities
-    assert est["paper_mean"] == pytest.approx(summaries["ncv"]["estimated_noise_ratio"])
+    assert est["cv_both_halves_mean"] == pytest.approx(summaries["ncv"]["estimated_noise_ratio"])
     assert est["confident_learning_mean"] == pytest.approx(
         summaries["cl"]["estimated_noise_ratio"])
-    assert est["incv_mean"] == pytest.approx(summaries["incv"]["estimated_noise_ratio"])
+    assert est["incv_first_half_mean"] == pytest.approx(summaries["incv"]["estimated_noise_ratio"])
     assert est["actual_mean"] == pytest.approx(summaries["incv"]["actual_noise_ratio"])
     md = table.format_markdown(tables)
     assert "## Selectors: INCV vs. confident learning" in md
@@ -267,7 +277,7 @@ def test_noisy_cv_two_folds_end_to_end(tmp_path):
     assert s["n_held_out"] == 200 and s["folds"] == 2
     hit = pred["oos_probs"].argmax(1) == lab["y_noisy"]
     assert s["noisy_accuracy"] == pytest.approx(hit.mean())  # measured on all 200
-    for k in ("paper", "confident_learning", "confusion_to_T_fro", "cl_noise_matrix_to_T_fro"):
+    for k in ("cv_both_halves", "confident_learning", "confusion_to_T_fro", "cl_noise_matrix_to_T_fro"):
         assert k in s["noise_estimates"]
     assert os.path.isfile(os.path.join(out, "noise_matrices.png"))
     folds = {json.loads(line)["fold"] for line in open(os.path.join(out, "log.jsonl"))}
@@ -279,7 +289,45 @@ def test_noise_estimates_survive_what_cleanlab_refuses():
     probs = np.full((50, C), 0.1)
     est = selection.noise_estimates(probs, y, num_classes=C, y_true=y)
     assert est["confident_learning"] is None and "2 classes" in est["cl_error"]
-    assert est["paper"] == 0.0 and "confusion_to_T_mad" in est
+    assert est["cv_both_halves"] == 0.0 and "confusion_to_T_mad" in est
     assert "cl_noise_matrix_to_T_mad" not in est
     with pytest.raises(ValueError, match="2 classes"):
         selection.select_cl(probs, y, num_classes=C)
+
+
+@pytest.mark.parametrize("change, reused", [
+    ([], True),
+    (["--epochs", "7", "--tk", "3", "--incv_iterations", "1"], True),  # after the first round
+    (["--precision", "mixed_bfloat16"], False),
+    (["--image_size", "16"], False),
+    (["--incv_optimizer", "carry"], False),  # the second run of the round starts elsewhere
+    (["--lr", "0.002"], False),
+])
+def test_cl_reuses_incv_probabilities_only_under_the_same_first_round(selectors_run, change,
+                                                                       reused, monkeypatch):
+    """Every flag that can change INCV's first-round probabilities must match for cl / ncv
+    to reuse them (the hand-kept list missed --precision and --image_size)."""
+    from noisylabels import flags, incv_train
+
+    results, _ = selectors_run
+    setting = os.path.join(results, "digits", "sym", "0.5")
+    args = incv_train.parse_args(BASE + ["--method", "cl", "--results_dir", results] + change)
+    data = flags.load_training_data(args, lambda *a: None)
+    y_noisy = np.load(os.path.join(setting, "incv", "seed0", "labels.npz"))["y_noisy"]
+    trained = []
+
+    def fake_train_fn(config, data, y, **kw):
+        trained.append(config)
+        return lambda fit, held, keep_best, tag: np.full((len(held), 10), 0.1, np.float32)
+
+    monkeypatch.setattr(incv, "make_incv_train_fn", fake_train_fn)
+    probs, source = incv_train.out_of_sample_probs(
+        args, data, y_noisy, seed=0, out=os.path.join(setting, "cl", "seed0"),
+        printer=lambda *a: None)
+    incv_probs = np.load(os.path.join(setting, "incv", "seed0", "probabilities.npz"))["probs"]
+    if reused:
+        assert not trained and source.endswith("probabilities.npz")
+        np.testing.assert_array_equal(probs, incv_probs)
+    else:
+        assert len(trained) == 1 and source.startswith("trained")
+        assert np.all(probs == np.float32(0.1))

@@ -73,9 +73,15 @@ def test_stratified_subset_is_seeded_and_balanced():
 
 
 def test_split_halves_partitions():
-    a, b = data.split_halves(11, rng=np.random.default_rng(0))
+    a, b = data.split_halves(11, rng=np.random.default_rng(0), larger_first=True, sort=True)
     assert len(a) == 6 and len(b) == 5
     assert sorted(np.concatenate([a, b])) == list(range(11))
+    assert list(a) == sorted(a) and list(b) == sorted(b)
+    # INCV's split (default): the odd one out in the second half, in shuffled order; the
+    # same draw as noisy CV's for the same generator state
+    c, d = data.split_halves(np.arange(11), rng=np.random.default_rng(0))
+    assert (len(c), len(d)) == (5, 6) and sorted(np.concatenate([c, d])) == list(range(11))
+    assert set(c) < set(a) and list(c) != sorted(c)
 
 
 def test_piecewise_lr_matches_the_authors_schedule():
