@@ -107,6 +107,15 @@ def test_docs_pages_exist_and_readme_links_each():
     assert sorted(p for p in pages if p not in targets) == []
 
 
+
+def test_every_figure_is_shown():
+    # A figure in results/figures/ that no page shows is a result nobody can find.
+    text = "\n".join(open(os.path.join(ROOT, p), encoding="utf-8").read() for p in doc_pages())
+    shown = {os.path.basename(m.group(1)) for m in _LINK.finditer(text)}
+    figures = sorted(os.path.basename(p) for p in
+                     glob.glob(os.path.join(ROOT, "results", "figures", "*.png")))
+    assert figures and [f for f in figures if f not in shown] == []
+
 def test_the_checker_finds_dead_links(tmp_path):
     # The checker itself, on a page with one good and several dead links of each kind.
     (tmp_path / "docs").mkdir()
