@@ -25,6 +25,11 @@ def doc_pages():
                                   for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
 
 
+def _read(page):
+    with open(os.path.join(ROOT, page), encoding="utf-8") as f:
+        return f.read()
+
+
 def _prose_lines(text):
     """(line number, line) outside fenced code blocks, inline code blanked out."""
     fenced = False
@@ -71,7 +76,7 @@ def dead_links(page, text, root):
     for number, line in _prose_lines(text):
         for m in _LINK.finditer(line):
             target = m.group(1)
-            if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto:
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):  # http:, https:, mailto:
                 continue
             path, _, anchor = target.partition("#")
             file = os.path.normpath(os.path.join(here, path)) if path else \
@@ -87,31 +92,28 @@ def dead_links(page, text, root):
 
 @pytest.mark.parametrize("page", doc_pages())
 def test_every_relative_link_and_image_exists(page):
-    with open(os.path.join(ROOT, page), encoding="utf-8") as f:
-        bad = dead_links(page, f.read(), ROOT)
+    bad = dead_links(page, _read(page), ROOT)
     assert not bad, "\n".join(f"{page}:{n}: {t} ({why})" for n, t, why in bad)
 
 
 def test_readme_is_short():
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    lines = _read("README.md").splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines"
 
 
 def test_docs_pages_exist_and_readme_links_each():
     pages = doc_pages()[1:]
     assert pages, "no docs/*.md"
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        targets = {m.group(1).partition("#")[0] for _, line in _prose_lines(f.read())
-                   for m in _LINK.finditer(line)}
+    targets = {m.group(1).partition("#")[0] for _, line in _prose_lines(_read("README.md"))
+               for m in _LINK.finditer(line)}
     assert sorted(p for p in pages if p not in targets) == []
 
 
 
 def test_every_figure_is_shown():
     # A figure in results/figures/ that no page shows is a result nobody can find.
-    text = "\n".join(open(os.path.join(ROOT, p), encoding="utf-8").read() for p in doc_pages())
-    shown = {os.path.basename(m.group(1)) for m in _LINK.finditer(text)}
+    shown = {os.path.basename(m.group(1)) for page in doc_pages()
+             for _, line in _prose_lines(_read(page)) for m in _LINK.finditer(line)}
     figures = sorted(os.path.basename(p) for p in
                      glob.glob(os.path.join(ROOT, "results", "figures", "*.png")))
     assert figures and [f for f in figures if f not in shown] == []
