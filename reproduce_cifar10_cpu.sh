@@ -3,8 +3,8 @@
 #
 #   ./reproduce_cifar10_cpu.sh [all|theory|scaling|incv|table1|selection|optimizer]   (default: all)
 #
-# Each part is sized for at most ~3 hours on 2 CPU cores (see the README section "CIFAR-10 at
-# CPU scale" for the measured seconds per epoch and the expected wall time of each part).
+# Each part is sized for at most ~3 hours on 2 CPU cores (see docs/results-cifar10-cpu.md for
+# the measured seconds per epoch and the expected wall time of each part).
 # Re-running continues where it stopped: noisy_cv.py skips finished points (--skip_existing),
 # incv_train.py also continues an unfinished run from its last epoch / INCV iteration
 # (--resume). Results go to $OUT (default results/cifar10-cpu); then
@@ -27,7 +27,7 @@ case "$PART" in all|theory|scaling|incv|table1|selection|optimizer) ;; *)
     exit 2;;
 esac
 
-# The scale (see the README, "CIFAR-10 at CPU scale", for the measurements behind it): a
+# The scale (see docs/results-cifar10-cpu.md for the measurements behind it): a
 # seeded stratified subset of 5,000 training images (the paper: all 50,000).
 # Theory: ResNet-20 (the paper: ResNet-110), which fits the noisy labels within the budget.
 # INCV and Co-teaching: the small `cnn` (the paper: ResNet-32). ResNet-20 trained 15 epochs
