@@ -17,7 +17,7 @@ DEVICES_HELP = (
     "each batch of --batch_size (a multiple of the number of replicas) is split across the "
     "replicas and their gradients are summed, BatchNorm uses the statistics of the whole "
     "batch, and Co-teaching's keep count and small-loss picks are made per replica on its "
-    "share (see README). With one visible device, 'all' falls back to 'default'. Choose the "
+    "share (docs/usage.md). With one visible device, 'all' falls back to 'default'. Choose the "
     "GPUs with CUDA_VISIBLE_DEVICES.")
 
 _STRATEGIES = {}

@@ -81,7 +81,7 @@ def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch siz
                    help="Keras dtype policy: float32 (the paper's numerics); mixed_bfloat16 "
                         "for CPUs with AVX-512 BF16 / AMX (and recent GPUs); mixed_float16 "
                         "for GPU tensor cores (with loss scaling). Softmax outputs and losses "
-                        "stay float32 (see README, Speed)")
+                        "stay float32 (docs/speed.md)")
 
 
 def set_precision(precision):

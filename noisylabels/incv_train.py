@@ -8,7 +8,7 @@ trains two networks on S, each on the small-loss samples its peer picked, joined
 batches from C after a warm-up. Baselines in the same script: plain Co-teaching (Han et
 al. 2018) on the whole noisy set, and standard cross-entropy training.
 
-Paper run (a GPU job; see README for run times)::
+Paper run (a GPU job; docs/speed.md has the run times)::
 
     python incv_train.py --dataset cifar10 --noise_pattern sym --noisy_ratio 0.5
 
@@ -246,7 +246,7 @@ def _baseline_forget_rate(args, data, method, run, printer):
     forget = noise.estimate_noise_ratio((probs.argmax(1) == y_noisy[held]).mean(),
                                         data.num_classes)
     run["summary"].update(estimated_noise_ratio=forget,
-                          estimated_noise_ratio_is="cv_one_half")
+                          estimated_noise_ratio_is="coteaching_half_run")
     return forget
 
 

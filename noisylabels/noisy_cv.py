@@ -196,7 +196,7 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
             + ([("confident learning P(noisy | true)", cl)] if cl is not None else []),
             os.path.join(out, "noise_matrices.png"),
             title=f"{data.name} {args.arch}, {setting}, seed {seed}: noise "
-                  f"{est['actual']:.3f}, CV estimate {est['cv_both_halves']:.3f}"
+                  f"{est['actual']:.3f}, CV estimate {est['held_out_formula']:.3f}"
                   + (f", confident learning's {est['confident_learning']:.3f}"
                      if cl is not None else ""))
     utils.write_json(os.path.join(out, "summary.json"), summary)  # last: marks the run done

@@ -20,8 +20,9 @@ class PairedNetworks(keras.Model):
     """Two independent networks trained side by side in one compiled training step.
 
     INCV trains, in every iteration, two networks from the same initial weights on
-    S + C1 and S + C2 (arXiv:1905.05040, Algorithm 1); noisy cross-validation trains one
-    per fold. They share nothing, so they can run in one step: each network takes its own
+    S + C1 and S + C2 (arXiv:1905.05040, Algorithm 1). They share nothing, so they can
+    run in one step (noisy_cv.py's ``--folds 2`` trains its folds one after the other,
+    ``training.train_folds``): each network takes its own
     half's batch, its own loss (the authors' sparse cross-entropy on the softmax output,
     plus its L2 penalties) and its own optimizer; nothing passes between them. The result
     is the two sequential runs' up to float rounding order (tests/test_paired.py); one

@@ -154,17 +154,20 @@ ESTIMATES = {
     "incv_first_half": "the paper's formula (sec. 2) on the held-out accuracy of INCV's "
                        "first run only (iteration 1, first half: n/2 samples), as the "
                        "authors' INCV.py; INCV's e",
-    "cv_both_halves": "the paper's formula on the held-out accuracy of both runs of one "
-                      "2-fold round (all n samples out of sample); the noisy-CV rule's e",
-    "cv_one_half": "the paper's formula on one run trained on a random half and tested "
-                   "on the other (n/2 samples); plain Co-teaching's forget rate",
+    "held_out_formula": "the paper's formula on the held-out accuracy of the run's "
+                        "out-of-sample predictions: incv_train.py's one 2-fold round (both "
+                        "halves, all n samples; the noisy-CV rule's e), noisy_cv.py's "
+                        "held-out half (both halves with --folds 2)",
+    "coteaching_half_run": "the paper's formula on one network trained on a random half "
+                           "of the noisy set and tested on the other (n/2 samples); plain "
+                           "Co-teaching's forget rate",
     "confident_learning": "cleanlab's estimated number of label issues / n on one 2-fold "
                           "round's out-of-sample probabilities; confident learning's e",
     "incv_results_csv": "the eval_ratio column of the --incv_results CSV (INCV's e when "
                         "the CSV came from incv_train.py)",
 }
 # The estimate each one-round selector uses as its e.
-ESTIMATE_OF = {"ncv": "cv_both_halves", "cl": "confident_learning"}
+ESTIMATE_OF = {"ncv": "held_out_formula", "cl": "confident_learning"}
 
 
 def noise_estimates(probs, y_noisy, *, num_classes, y_true=None):
@@ -173,9 +176,8 @@ def noise_estimates(probs, y_noisy, *, num_classes, y_true=None):
     Returns
     -------
     dict
-        ``cv_both_halves``: the paper's formula (held-out accuracy w.r.t. the noisy labels
-        put into the inverted sym accuracy formula, sec. 2) on the out-of-sample
-        predictions of all n samples (both halves of one 2-fold round; see
+        ``held_out_formula``: the paper's formula (held-out accuracy w.r.t. the noisy labels
+        put into the inverted sym accuracy formula, sec. 2) on ``probs`` (see
         :data:`ESTIMATES`), ``confident_learning``: cleanlab's
         estimated fraction of label issues, ``cl_noise_matrix`` (c, c) its P(noisy | true),
         ``held_out_noisy_accuracy``; with ``y_true`` also ``actual`` (the noise ratio),
@@ -189,7 +191,7 @@ def noise_estimates(probs, y_noisy, *, num_classes, y_true=None):
     """
     p, y = check_probs(probs, y_noisy, num_classes)
     hit = p.argmax(1) == y
-    out = {"cv_both_halves": noise.estimate_noise_ratio(float(hit.mean()), num_classes),
+    out = {"held_out_formula": noise.estimate_noise_ratio(float(hit.mean()), num_classes),
            "held_out_noisy_accuracy": float(hit.mean())}
     try:
         rate, matrix = cl_noise_matrix(p, y, num_classes=num_classes)

@@ -378,10 +378,10 @@ def table_noise_estimates(runs):
         key = (r["kind"], _group(r), r["pattern"], r["ratio"])
         seen = per_seed.setdefault(key, {})
         est = dict(r["summary"]["noise_estimates"])
-        # runs made before the estimates had one name each: "paper" was cv_both_halves,
+        # runs made before the estimates had one name each: "paper" was held_out_formula,
         # INCV's e (its first half) only the summary's estimated_noise_ratio
         if "paper" in est:
-            est.setdefault("cv_both_halves", est.pop("paper"))
+            est.setdefault("held_out_formula", est.pop("paper"))
         if r["method"] == "incv":
             est.setdefault("incv_first_half", r["summary"].get("estimated_noise_ratio"))
         seen.setdefault(r["seed"], {}).update({k: v for k, v in est.items()
@@ -393,7 +393,7 @@ def table_noise_estimates(runs):
         row = {"table": "noise_estimates", "group": _label(group), "script": {
             "train": "incv_train.py", "cv": "noisy_cv.py"}[kind],
             "setting": _setting(pattern, ratio), "n": len(xs)}
-        for k in ("cv_both_halves", "confident_learning", "incv_first_half", "actual",
+        for k in ("held_out_formula", "confident_learning", "incv_first_half", "actual",
                   "confusion_to_T_mad", "cl_noise_matrix_to_T_mad"):
             _put(row, k, [x.get(k) for x in xs])
         rows.append(row)
@@ -427,11 +427,11 @@ def format_comparison(tables):
         out.append("\n## Noise-ratio estimates (mean ± sample std over seeds)")
     for label, rows in _by_group(tables.get("noise_estimates", [])):
         out += [f"\n### {label}\n", _markdown_table(
-            ["script", "setting", "n", "CV both halves", "confident learning",
+            ["script", "setting", "n", "held-out formula", "confident learning",
              "INCV (first half)",
              "actual", "M to T (MAD)", "CL matrix to T (MAD)"],
             [[r["script"], r["setting"], r["n"]] + [_fmt(r, k) for k in (
-                "cv_both_halves", "confident_learning", "incv_first_half", "actual",
+                "held_out_formula", "confident_learning", "incv_first_half", "actual",
                 "confusion_to_T_mad",
                 "cl_noise_matrix_to_T_mad")] for r in rows])]
     return out

@@ -132,7 +132,8 @@ class HeldOutMonitor(keras.callbacks.Callback):
 
     With ``keep_best`` it also keeps (in memory) the weights of the epoch with the best
     held-out noisy accuracy and restores them when training ends (the authors'
-    ModelCheckpoint on val accuracy, which on Keras >= 2.3 silently never fired), together
+    ModelCheckpoint on ``val_acc``: it saved on their Keras 2.1.6; from Keras 2.3 on, where
+    the key is ``val_accuracy``, it skips saving with a warning), together
     with the optimizer's state of that epoch, as their ``load_model`` restored it (which
     matters only when the next run carries the state over: ``--incv_optimizer carry``).
     """

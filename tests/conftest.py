@@ -11,6 +11,7 @@ import pickle
 import sys
 
 import numpy as np
+import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # As the scripts run (noisy_cv.py, incv_train.py): oneDNN kernels on every x86 CPU.
@@ -83,3 +84,23 @@ def write_cifar(folder, names, key, n_per_file, num_classes, seed=0):
             pickle.dump({b"data": data, key: labels, b"batch_label": b"x"}, f, protocol=2)
         written[name] = (data, labels)
     return written
+
+
+# The small digits setting of the end-to-end tests (incv_train.py on 300 images, sym 0.5).
+DIGITS_INCV = ["--dataset", "digits", "--arch", "cnn", "--n_train", "300", "--incv_epochs",
+               "2", "--incv_iterations", "2", "--epochs", "3", "--noise_pattern", "sym",
+               "--noise_ratio", "0.5", "--verbose", "0"]
+
+
+@pytest.fixture(scope="session")
+def digits_all_methods(tmp_path_factory):
+    """One costly end-to-end grid shared by the test files that inspect its runs
+    (test_incv_train.py, test_selection.py): every method on DIGITS_INCV, made once per
+    session. Returns (results_dir, {method: summary})."""
+    from noisylabels import incv_train
+
+    results = str(tmp_path_factory.mktemp("digits-all-methods"))
+    summaries = incv_train.main(incv_train.parse_args(
+        DIGITS_INCV + ["--method", "incv", "cl", "ncv", "coteaching", "standard",
+                       "--results_dir", results]))
+    return results, {s["method"]: s for s in summaries}

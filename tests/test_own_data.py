@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import lp_lr
 
 from noisylabels import data, flags, incv_train, models, noise, noisy_cv, utils
 
@@ -57,7 +58,12 @@ def test_given_labels_with_clean_labels_are_measured_as_today(npz_files, tmp_pat
     assert np.array_equal(labels["y_noisy"], y_given[idx])
     assert s["actual_noise_ratio"] == pytest.approx(np.mean(ytr[idx] != y_given[idx]))
     assert 0.2 < s["actual_noise_ratio"] < 0.4
-    assert s["label_precision"] is not None and s["label_recall"] is not None
+    # LP / LR recomputed from the saved held-out predictions and labels
+    pred = np.load(out / "predictions.npz")
+    held = pred["idx_held"]
+    hit = pred["held_out_probs"].argmax(1) == labels["y_noisy"][held]
+    lp, lr = lp_lr(labels["y_true"][held], labels["y_noisy"][held], hit)
+    assert s["label_precision"] == pytest.approx(lp) and s["label_recall"] == pytest.approx(lr)
     # without a known T the theory uses the empirical one of the clean vs given labels
     from noisylabels import metrics
 
@@ -78,8 +84,12 @@ def test_given_labels_without_clean_labels_report_null_not_fake(npz_files, tmp_p
     for k in ("label_precision", "label_recall", "actual_noise_ratio", "confusion_matrix",
               "empirical_transition_matrix", "held_out_true_accuracy"):
         assert s[k] is None, k
-    assert 0 <= s["noisy_accuracy"] <= 1 and 0 <= s["estimated_noise_ratio"] <= 0.9
     out = tmp_path / "crowd" / "given" / "seed0"
+    # the measurements that need no clean labels, recomputed from the saved files
+    pred, labels = np.load(out / "predictions.npz"), np.load(out / "labels.npz")
+    acc = np.mean(pred["held_out_probs"].argmax(1) == labels["y_noisy"][pred["idx_held"]])
+    assert s["noisy_accuracy"] == pytest.approx(acc)
+    assert s["estimated_noise_ratio"] == pytest.approx(noise.estimate_noise_ratio(acc, 10))
     assert "y_true" not in np.load(out / "labels.npz").files
     saved = json.load(open(out / "summary.json"))
     assert saved["label_precision"] is None and saved["clean_labels_known"] is False
@@ -379,3 +389,33 @@ def test_arch_list_and_inception_resnet_v2_code_path(tmp_path, capsys):
     probs = net.predict(np.random.default_rng(0).random((2, 75, 75, 3), np.float32),
                         verbose=0)
     assert probs.shape == (2, 50) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_python_api_runs_the_modified_coteaching_without_flags(tmp_path):
+    """Co-teaching from Python: a Data, a selection, the plan from e, no command line."""
+    import noisylabels
+    from noisylabels import CoTeachingConfig, Data, coteaching_plan, train_two_networks
+
+    rng = np.random.default_rng(0)
+    n, c = 60, 3
+    x = rng.random((n, 8, 8, 1)).astype("float32")
+    y = np.arange(n) % c
+    y_noisy = np.where(np.arange(n) % 5 == 0, (y + 1) % c, y)
+    data = Data("arrays", x, y, x[:12], y[:12], c)
+    plan = coteaching_plan(0.2, noise_type="sym", num_classes=c, epochs=4)
+    assert plan == {"forget_rate": noise.expected_noise_of_selected(0.2, "sym", c),
+                    "warmup": 1}  # 40 of 200 epochs scaled to 4: round(0.8)
+    s_idx, c_idx = np.arange(40), np.arange(40, n)
+    rows = train_two_networks(CoTeachingConfig(arch="cnn", epochs=4, batch_size=16,
+                                               verbose=0), data, y_noisy, s_idx, c_idx,
+                              seed=0, out=str(tmp_path), printer=lambda *a: None, **plan)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows == [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    # the last epoch's mean keep count per step, recomputed: S batches of 16, 16, 8 (each
+    # joined by C samples after the warm-up), keep = round(b_S (1 - r)) at the ramp's top
+    from noisylabels import coteaching
+
+    r = coteaching.forget_rate_at(3, forget_rate=plan["forget_rate"], tk=10.0, epochs=4)
+    assert rows[-1]["keep"] == pytest.approx(np.mean([round(b * (1 - r)) for b in (16, 16, 8)]))
+    assert "test_accuracy_model2" in rows[-1]
+    assert noisylabels.INCVConfig().epochs == 50 and CoTeachingConfig().epochs == 200

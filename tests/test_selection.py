@@ -47,7 +47,7 @@ def test_selectors_find_exactly_the_mislabelled_samples(pattern, ratio):
     np.testing.assert_allclose(est["confusion"], np.eye(C))
     T = est["empirical_T"]
     assert est["confusion_to_T_fro"] == pytest.approx(np.linalg.norm(T - np.eye(C)))
-    assert est["cv_both_halves"] == pytest.approx(ncv["eval_ratio"])
+    assert est["held_out_formula"] == pytest.approx(ncv["eval_ratio"])
 
 
 def test_cl_estimate_and_matrix_use_the_paper_convention():
@@ -165,13 +165,9 @@ BASE = ["--dataset", "digits", "--arch", "cnn", "--n_train", "300", "--incv_epoc
 
 
 @pytest.fixture(scope="module")
-def selectors_run(tmp_path_factory):
-    from noisylabels import incv_train
-
-    results = str(tmp_path_factory.mktemp("results"))
-    summaries = incv_train.main(incv_train.parse_args(
-        BASE + ["--method", "incv", "cl", "ncv", "--results_dir", results]))
-    return results, {s["method"]: s for s in summaries}
+def selectors_run(digits_all_methods):
+    """incv, cl and ncv (with coteaching and standard beside them) on conftest.DIGITS_INCV."""
+    return digits_all_methods
 
 
 def test_every_selector_writes_the_same_files(selectors_run):
@@ -194,7 +190,7 @@ def test_every_selector_writes_the_same_files(selectors_run):
         for k in ("label_precision", "label_recall", "candidates"):
             assert k in s["selection"], (method, k)
         est = s["noise_estimates"]
-        for k in ("cv_both_halves", "confident_learning", "actual", "cl_noise_matrix", "empirical_T"):
+        for k in ("held_out_formula", "confident_learning", "actual", "cl_noise_matrix", "empirical_T"):
             assert k in est, (method, k)
         # e_S recomputed from the method's own e (sec. 4), and the final test accuracy from
         # the last log row
@@ -204,7 +200,7 @@ def test_every_selector_writes_the_same_files(selectors_run):
         assert s["test_accuracy"]["model1"] == last["test_accuracy_model1"]
         # one name per estimate: the method's e is the estimate its summary names
         is_ = {"incv": "incv_first_half", "cl": "confident_learning",
-               "ncv": "cv_both_halves"}[method]
+               "ncv": "held_out_formula"}[method]
         assert s["estimated_noise_ratio_is"] == is_ and is_ in selection.ESTIMATES
         assert s["estimated_noise_ratio"] == pytest.approx(est[is_])
     assert files["cl"] == files["ncv"] and files["incv"] == files["cl"], files
@@ -214,10 +210,10 @@ def test_every_selector_writes_the_same_files(selectors_run):
     np.testing.assert_array_equal(p["cl"], p["incv"])
     np.testing.assert_array_equal(p["ncv"], p["incv"])
     assert summaries["cl"]["probabilities_from"].endswith("probabilities.npz")
-    assert summaries["incv"]["noise_estimates"]["cv_both_halves"] == pytest.approx(
-        summaries["cl"]["noise_estimates"]["cv_both_halves"])
+    assert summaries["incv"]["noise_estimates"]["held_out_formula"] == pytest.approx(
+        summaries["cl"]["noise_estimates"]["held_out_formula"])
     ncv = summaries["ncv"]
-    assert ncv["estimated_noise_ratio"] == pytest.approx(ncv["noise_estimates"]["cv_both_halves"])
+    assert ncv["estimated_noise_ratio"] == pytest.approx(ncv["noise_estimates"]["held_out_formula"])
     cl = summaries["cl"]
     assert cl["estimated_noise_ratio"] == pytest.approx(
         cl["noise_estimates"]["confident_learning"])
@@ -251,7 +247,7 @@ def test_table_lines_up_the_selectors_and_estimators(selectors_run):
         assert sel[label]["label_precision_mean"] == pytest.approx(s["label_precision"])
     (est,) = tables["noise_estimates"]
     assert est["n"] == 1  # one seed: incv, cl and ncv share its probabilities
-    assert est["cv_both_halves_mean"] == pytest.approx(summaries["ncv"]["estimated_noise_ratio"])
+    assert est["held_out_formula_mean"] == pytest.approx(summaries["ncv"]["estimated_noise_ratio"])
     assert est["confident_learning_mean"] == pytest.approx(
         summaries["cl"]["estimated_noise_ratio"])
     assert est["incv_first_half_mean"] == pytest.approx(summaries["incv"]["estimated_noise_ratio"])
@@ -277,7 +273,7 @@ def test_noisy_cv_two_folds_end_to_end(tmp_path):
     assert s["n_held_out"] == 200 and s["folds"] == 2
     hit = pred["oos_probs"].argmax(1) == lab["y_noisy"]
     assert s["noisy_accuracy"] == pytest.approx(hit.mean())  # measured on all 200
-    for k in ("cv_both_halves", "confident_learning", "confusion_to_T_fro", "cl_noise_matrix_to_T_fro"):
+    for k in ("held_out_formula", "confident_learning", "confusion_to_T_fro", "cl_noise_matrix_to_T_fro"):
         assert k in s["noise_estimates"]
     assert os.path.isfile(os.path.join(out, "noise_matrices.png"))
     folds = {json.loads(line)["fold"] for line in open(os.path.join(out, "log.jsonl"))}
@@ -289,7 +285,7 @@ def test_noise_estimates_survive_what_cleanlab_refuses():
     probs = np.full((50, C), 0.1)
     est = selection.noise_estimates(probs, y, num_classes=C, y_true=y)
     assert est["confident_learning"] is None and "2 classes" in est["cl_error"]
-    assert est["cv_both_halves"] == 0.0 and "confusion_to_T_mad" in est
+    assert est["held_out_formula"] == 0.0 and "confusion_to_T_mad" in est
     assert "cl_noise_matrix_to_T_mad" not in est
     with pytest.raises(ValueError, match="2 classes"):
         selection.select_cl(probs, y, num_classes=C)
