@@ -28,10 +28,21 @@ Prints a Markdown table, the targets of issue 11 with their measured ratios, and
                   round with the Keras paths; "n/a" when torch cannot be imported there.
 
 Every path runs once untimed (tracing, allocation), then --rounds times round-robin, so that
-load from other processes on the machine hits all paths alike. The table shows the best round
-(least disturbed); the JSON keeps each round's wall and CPU seconds and the load average
+load from other processes on the machine hits all paths alike. The table shows the best,
+median and worst round and their spread (how steady a figure is); every ratio and target is
+of medians. The JSON keeps each round's wall and CPU seconds and the load average
 (/proc/loadavg) around it. "img/CPU-s" (images per CPU-second of the process that ran the
-path) is a second, load-robust view on a shared machine.
+path, median) is a second, load-robust view on a shared machine.
+
+Thread settings: the scripts' choice (noisylabels/threads.py: intra-op = the usable cores,
+inter-op = 1) unless --intra_op / --inter_op say otherwise (0: TF's own default).
+
+    .venv/bin/python tests/benchmark.py --sweep            # 0,0 auto 1,1 2,2 1,2 side by side
+    .venv/bin/python tests/benchmark.py --sweep 0,0 auto --images 1280 --rounds 5
+
+--sweep runs each thread setting in its own process (TF fixes its pools once built), warms
+them all up, then interleaves their rounds (rotating which goes first) with the PyTorch
+peer's, and prints a row per path, a column per setting (docs/threads.md).
 
 The fp32 limit: a float32 matmul peak measured in each round (TF, same threads) divided by the
 FLOPs an image costs on that path (convolution + dense layers counted from the layer shapes;
