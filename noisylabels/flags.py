@@ -11,6 +11,7 @@ import math
 import os
 import sys
 
+from . import threads as thread_settings
 from . import utils
 
 # The networks of models.MODEL_NAMES, as a literal so that --help needs no TensorFlow
@@ -82,6 +83,7 @@ def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch siz
                         "for CPUs with AVX-512 BF16 / AMX (and recent GPUs); mixed_float16 "
                         "for GPU tensor cores (with loss scaling). Softmax outputs and losses "
                         "stay float32 (docs/speed.md)")
+    thread_settings.add_arguments(p)  # --intra_op_threads, --inter_op_threads
 
 
 def set_precision(precision):
@@ -98,6 +100,7 @@ def set_precision(precision):
 def check_run_arguments(parser, args, *, positive=("epochs", "batch_size")):
     """Reject flag values no run could use, through ``parser.error`` (exit status 2), and
     drop repeated values of the grid flags (with a note), before any data is loaded."""
+    thread_settings.check_arguments(parser, args)
     for e in args.noisy_ratio:
         if not 0.0 <= e <= 1.0:
             parser.error(f"--noisy_ratio must be in [0, 1], got {e}")
@@ -150,11 +153,15 @@ def dedupe_grid_flags(args, *, printer=None):
             setattr(args, flag, list(kept.values()))
 
 
+# The thread flags are bookkeeping: what a run depends on is the settings they resolve to
+# on the machine at hand, compared on their own (config.json's "threads", see
+# resume_mismatches).
 BOOKKEEPING_FLAGS = ("results_dir", "overwrite", "skip_existing", "resume", "verbose",
-                     "devices", "data_dir", "no_download")
+                     "devices", "data_dir", "no_download", "intra_op_threads",
+                     "inter_op_threads")
 
 
-def resume_mismatches(args, run, config):
+def resume_mismatches(args, run, config, *, threads=None):
     """The flags in which a run to continue differs from its ``config.json``.
 
     Parameters
@@ -167,6 +174,10 @@ def resume_mismatches(args, run, config):
         a grid may be resumed one run at a time).
     config : dict
         The run's config.json.
+    threads : dict, optional
+        The TensorFlow thread settings this call runs with (``threads.effective()``),
+        compared with config.json's ``threads`` (a run recorded without them ran with
+        TensorFlow's defaults); None: not compared.
 
     Returns
     -------
@@ -190,10 +201,18 @@ def resume_mismatches(args, run, config):
             old_args["seed"][0] != args["seed"][0]:
         diffs.append(("seed (its first value draws the --n_train subset)",
                       old_args["seed"][0], args["seed"][0]))
+    if threads is not None:
+        mismatch = thread_settings.resume_mismatch(config.get("threads"), threads)
+        if mismatch:
+            old, new = mismatch
+            what = ("intra_op_threads/--inter_op_threads (TensorFlow's thread settings "
+                    "change the float rounding order; 0: its default)")
+            diffs.append((what, [old["intra_op"], old["inter_op"]],
+                          [new["intra_op"], new["inter_op"]]))
     return diffs
 
 
-def check_resume(args, runs):
+def check_resume(args, runs, *, threads=None):
     """``--resume``: refuse to continue a run made with other flags, or nothing at all.
 
     Parameters
@@ -202,6 +221,8 @@ def check_resume(args, runs):
     runs : list of (run_dir, run dict)
         The grid of this call, ``run`` as recorded in config.json (see
         :func:`resume_mismatches`).
+    threads : dict, optional
+        The thread settings in effect (see :func:`resume_mismatches`).
 
     Raises
     ------
@@ -227,7 +248,7 @@ def check_resume(args, runs):
         if not isinstance(config, dict):
             raise ValueError(f"--resume: '{path}' is not a JSON object: start this run "
                              "anew with --overwrite")
-        diffs = resume_mismatches(vars(args), run, config)
+        diffs = resume_mismatches(vars(args), run, config, threads=threads)
         if diffs:
             shown = "; ".join(f"--{k} {json.dumps(utils.jsonable(old))} there, "
                               f"{json.dumps(utils.jsonable(new))} now" for k, old, new in diffs)

@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-from . import devices, flags, metrics, noise, plots, selection, utils
+from . import devices, flags, metrics, noise, plots, selection, threads, utils
 from .data import describe_provenance, split_halves
 from .progress import done_line, incv_iteration_line
 
@@ -415,7 +415,9 @@ def run_dir(args, dataset, pattern, ratio, method, seed):
 
 
 def main(args):
-    utils.load_tensorflow()
+    thread_choice = threads.settings_from_args(args)  # before TensorFlow builds its pools
+    utils.load_tensorflow(threads=thread_choice)
+    thread_record = threads.record(thread_choice, threads.effective())
     flags.set_precision(args.precision)
     from . import incv  # Keras-based: after load_tensorflow()
 
@@ -432,7 +434,7 @@ def main(args):
                                       overwrite=args.overwrite, resume=args.resume,
                                       printer=printer)
     flags.check_resume(args, [(r[-1], dict(zip(("seed", "pattern", "ratio", "method"), r)))
-                              for r in runs])
+                              for r in runs], threads=thread_record)
     if args.incv_results and "incv" in args.method:  # checked before any run directory
         # the CSV's clean-label column y is -1 where the clean labels are unknown
         incv.read_incv_csv(args.incv_results, data.y_train if data.clean_known else
@@ -447,7 +449,8 @@ def main(args):
                 args, run={"method": method, "pattern": pattern, "ratio": ratio, "seed": seed,
                            "noise_type": noise.rule_pattern(pattern, args.noise_type)},
                 n_train=int(len(data.y_train)), num_classes=data.num_classes,
-                data_provenance=data.provenance, **flags.dataset_extras(data, out)))
+                data_provenance=data.provenance, threads=thread_record,
+                **flags.dataset_extras(data, out)))
         setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
         printer(f"[{k}/{len(todo)}] {method} on {data.name} {setting} seed {seed} -> {out}")
         summary = run_one(args, data, method, pattern, ratio, seed, out, printer, T=T)

@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from . import devices, flags, metrics, noise, plots, selection, utils
+from . import devices, flags, metrics, noise, plots, selection, threads, utils
 from .data import describe_provenance, split_halves
 from .pipelines import resolve_augmentation
 
@@ -204,7 +204,9 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
 
 
 def main(args):
-    utils.load_tensorflow()
+    thread_choice = threads.settings_from_args(args)  # before TensorFlow builds its pools
+    utils.load_tensorflow(threads=thread_choice)
+    thread_record = threads.record(thread_choice, threads.effective())
     flags.set_precision(args.precision)
     import keras
 
@@ -233,7 +235,8 @@ def main(args):
             args, run={"pattern": pattern, "ratio": ratio, "seed": seed,
                        "noise_type": noise.rule_pattern(pattern, args.noise_type)},
             n_train=int(len(data.y_train)), num_classes=data.num_classes,
-            data_provenance=data.provenance, **flags.dataset_extras(data, out)))
+            data_provenance=data.provenance, threads=thread_record,
+            **flags.dataset_extras(data, out)))
         setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
         printer(f"[{k}/{len(todo)}] {data.name} {args.arch} {setting} seed {seed} -> {out}")
         s = run_one(args, data, model, initial, pattern, ratio, seed, out, printer, T=T)

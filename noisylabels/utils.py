@@ -21,6 +21,8 @@ import zlib
 
 import numpy as np
 
+from . import threads as _threads
+
 
 def rng_for(seed, purpose):
     """A numpy Generator for one purpose ("noise", "split", ...) of one ``--seed``.
@@ -140,8 +142,11 @@ def run_config(args, **extra):
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def load_tensorflow():
+def load_tensorflow(*, threads=None):
     """Import TensorFlow (and Keras) quietly, once, with the scripts' settings.
+
+    ``threads``: the thread settings to give TensorFlow before it runs its first op (a
+    ``threads.choose_threads`` dict; None leaves TensorFlow's defaults), see threads.apply.
 
     Call it at the start of a script's ``main``, before any module that imports Keras.
     Environment defaults (an explicit setting wins): ``TF_ENABLE_ONEDNN_OPTS=1``, oneDNN
@@ -153,6 +158,7 @@ def load_tensorflow():
     import fails or ``TF_CPP_MIN_LOG_LEVEL`` was set by the user.
     """
     if "tensorflow" in sys.modules:
+        _threads.apply(threads, printer=lambda text: print(text, file=sys.stderr))
         return sys.modules["tensorflow"]
     user_level = "TF_CPP_MIN_LOG_LEVEL" in os.environ
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -173,6 +179,7 @@ def load_tensorflow():
             if user_level:
                 held.seek(0)
                 sys.stderr.write(held.read().decode(errors="replace"))
+    _threads.apply(threads, printer=lambda text: print(text, file=sys.stderr))
     return tf
 
 
