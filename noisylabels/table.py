@@ -446,6 +446,46 @@ def table_noise_estimates(runs):
     return rows
 
 
+# The classes of CIFAR-10 in label order (batches.meta), for naming where the noise goes.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+FLOWS_SHOWN = 6  # the largest off-diagonal entries of the empirical T per setting
+
+
+def table_flows(runs):
+    """Where the noise goes: per setting, the largest off-diagonal entries of the empirical
+    T (P(noisy = j | true = i)) beside the held-out confusion M (P(prediction = j | true =
+    i)) and confident learning's matrix at the same cell, averaged over seeds (runs of one
+    seed sharing their probabilities count once). The paper's theory: M approaches T."""
+    per_seed = {}
+    for r in runs:
+        est = (r["summary"] or {}).get("noise_estimates") if r["status"] == "done" else None
+        if not est or est.get("empirical_T") is None or est.get("confusion") is None:
+            continue
+        key = (r["kind"], _group(r), r["pattern"], r["ratio"])
+        per_seed.setdefault(key, {}).setdefault(r["seed"], est)
+    rows = []
+    for (kind, group, pattern, ratio), seeds in sorted(
+            per_seed.items(), key=lambda kv: _order((kv[0][1],) + kv[0][2:])):
+        ests = list(seeds.values())
+        T, M = (np.mean([np.asarray(e[k], float) for e in ests], axis=0)
+                for k in ("empirical_T", "confusion"))
+        cls = [e["cl_noise_matrix"] for e in ests if e.get("cl_noise_matrix") is not None]
+        CL = np.nanmean([np.asarray(m, float) for m in cls], axis=0) if cls else None
+        names = (CIFAR10_CLASSES if group[1] in ("cifar10", "cifar10n") and len(T) == 10
+                 else [str(i) for i in range(len(T))])
+        off = [(T[i, j], i, j) for i in range(len(T)) for j in range(len(T)) if i != j]
+        for t, i, j in sorted(off, reverse=True)[:FLOWS_SHOWN]:
+            rows.append({"table": "flows", "group": _label(group),
+                         "script": {"train": "incv_train.py", "cv": "noisy_cv.py"}[kind],
+                         "setting": _setting(pattern, ratio), "n": len(ests),
+                         "flow": f"{names[i]} -> {names[j]}", "T": float(t),
+                         "M": float(M[i, j]),
+                         "CL": None if CL is None or np.isnan(CL[i, j]) else float(CL[i, j]),
+                         "T_row_noise": float(1 - T[i, i]), "M_row_error": float(1 - M[i, i])})
+    return rows
+
+
 def format_comparison(tables):
     """Markdown of :func:`table_selectors` (rows: selector, columns: settings) and
     :func:`table_noise_estimates`; [] when neither has rows."""
@@ -478,6 +518,20 @@ def format_comparison(tables):
             [[r["script"], r["setting"], r["n"]] + [_fmt(r, k) for k in (
                 "paper", "confident_learning", "incv", "actual", "confusion_to_T_mad",
                 "cl_noise_matrix_to_T_mad")] for r in rows])]
+    if tables.get("flows"):
+        out.append("\n## Where the noise goes: empirical T vs held-out confusion M")
+    for label, rows in _by_group(tables.get("flows", [])):
+        out += [f"\n### {label}\n", _markdown_table(
+            ["script", "setting", "n", "true -> noisy", "T", "M", "CL matrix",
+             "row noise 1 - T_ii", "row error 1 - M_ii"],
+            [[r["script"], r["setting"], r["n"], r["flow"], _num(r["T"]), _num(r["M"]),
+              _num(r["CL"]), _num(r["T_row_noise"]), _num(r["M_row_error"])] for r in rows])]
+    if tables.get("flows"):
+        out.append(f"\nThe {FLOWS_SHOWN} largest off-diagonal entries of the empirical T "
+                   "(P(noisy label = j | true = i)) per setting, beside the held-out "
+                   "confusion M (P(prediction = j | true = i), out-of-sample predictions) and "
+                   "confident learning's P(noisy | true) at the same cell; the paper's "
+                   "theory (arXiv:1905.05040, sec. 2) has M approach T.")
     return out
 
 
@@ -511,7 +565,7 @@ def build_tables(runs):
     return {"accuracy": table_accuracy(runs), "incv_selection": table_selection(runs),
             "noise_ratio": table_noise(runs), "noisy_cv": table_noisy_cv(runs),
             "selectors": table_selectors(runs), "noise_estimates": table_noise_estimates(runs),
-            "not_included": table_not_included(runs)}
+            "flows": table_flows(runs), "not_included": table_not_included(runs)}
 
 
 def _num(value, digits=3):

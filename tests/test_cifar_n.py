@@ -402,3 +402,30 @@ def test_published_rows_are_constants_with_their_source():
         for method, (mean, std, source) in methods.items():
             assert method in incv_train.METHODS and 0 < mean < 100 and source
     assert table.CIFAR_N_DATASETS == tuple(cifar_n.DATASETS)
+
+
+def test_flows_table_names_where_the_noise_goes(tmp_path):
+    """The largest off-diagonal cells of the empirical T, CIFAR-10's class names, M and the
+    CL matrix read at the same cell; runs of one seed sharing probabilities count once."""
+    T = np.eye(10) * 0.9
+    T[3, 5], T[3, 3] = 0.3, 0.6   # cat -> dog
+    T[9, 1], T[9, 9] = 0.2, 0.7   # truck -> automobile
+    for i in range(10):
+        T[i, (i + 1) % 10] += 1 - T[i].sum()
+    M = np.full((10, 10), 0.01)
+    M[3, 5] = 0.25
+    for method in ("incv", "cl"):
+        _fake_run(str(tmp_path), "worse", method, [0.3])
+        path = tmp_path / "cifar10n" / "worse" / method / "seed0" / "summary.json"
+        summary = utils.read_json(path)
+        summary["noise_estimates"] = {"empirical_T": T.tolist(), "confusion": M.tolist(),
+                                      "cl_noise_matrix": (T * 0.5).tolist()}
+        utils.write_json(path, summary)
+    rows = table.table_flows(table.collect_runs([str(tmp_path)]))
+    assert len(rows) == table.FLOWS_SHOWN and {r["n"] for r in rows} == {1}
+    assert rows[0]["flow"] == "cat -> dog" and rows[0]["T"] == pytest.approx(0.3)
+    assert rows[0]["M"] == pytest.approx(0.25) and rows[0]["CL"] == pytest.approx(0.15)
+    assert rows[0]["T_row_noise"] == pytest.approx(0.4)
+    assert rows[1]["flow"] == "truck -> automobile"
+    md = table.format_markdown(table.build_tables(table.collect_runs([str(tmp_path)])))
+    assert "| incv_train.py | worse | 1 | cat -> dog | 0.300 | 0.250 | 0.150 |" in md
