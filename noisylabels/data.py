@@ -20,9 +20,10 @@ import pickle
 
 import numpy as np
 
+from . import cifar_n
 from .utils import rng_for
 
-DATASETS = ("cifar10", "cifar100", "digits")
+DATASETS = ("cifar10", "cifar100", "cifar10n", "cifar100n", "digits")
 
 # md5 of each file of the official python-version archives (cifar-10-python.tar.gz,
 # cifar-100-python.tar.gz), as torchvision's CIFAR10 / CIFAR100 classes list them.
@@ -60,8 +61,12 @@ class Data:
     clean_known: bool = True
     class_names: list = None    # an image folder's class folder names, index order
     train_paths: np.ndarray = None  # an image folder's files, relative to DIR/train
-    # CIFAR only: {"official": bool or None, "files": {file name: md5}} (see data_provenance).
+    # CIFAR only: {"official": bool or None, "files": {file name: md5}} (see data_provenance);
+    # CIFAR-N adds its label file's name, md5 and label set (cifar_n.load_cifar_n).
     provenance: dict = None
+    # CIFAR-N only: the human label set in y_train_noisy (e.g. "worse"); runs are filed
+    # under it instead of "given".
+    label_set: str = None
 
     def __post_init__(self):
         if self.train_index is None:
@@ -133,11 +138,17 @@ def describe_provenance(provenance):
     if provenance is None:
         return None
     if provenance.get("official"):
-        return "data: the official CIFAR files (md5 checked)"
-    if provenance.get("official") is None:
-        return f"data: {provenance.get('source', 'unknown source')} (md5 not checked)"
-    return ("data: NOT the official CIFAR files (md5 differs: e.g. a re-encoded copy); "
-            "results from it are labelled so")
+        line = "data: the official CIFAR files (md5 checked)"
+    elif provenance.get("official") is None:
+        line = f"data: {provenance.get('source', 'unknown source')} (md5 not checked)"
+    else:
+        line = ("data: NOT the official CIFAR files (md5 differs: e.g. a re-encoded copy); "
+                "results from it are labelled so")
+    if "label_file" in provenance:  # CIFAR-N
+        line += (f"; labels: {provenance['label_file']} '{provenance['label_set']}' ("
+                 + ("the released file, md5 checked" if provenance["label_file_official"]
+                    else "md5 differs from the released file") + ")")
+    return line
 
 
 def _load_cifar(name, data_dir, download):
@@ -254,13 +265,15 @@ def to_unit_float(x):
 
 
 def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=None,
-                 folder_labels="clean"):
+                 folder_labels="clean", label_set=None):
     """Load a dataset by name, ``.npz`` path or image folder.
 
     Parameters
     ----------
     spec : str
-        "cifar10", "cifar100" (official python pickles under ``data_dir``), "digits"
+        "cifar10", "cifar100" (official python pickles under ``data_dir``), "cifar10n",
+        "cifar100n" (those images with CIFAR-N's human labels, see :mod:`noisylabels.cifar_n`;
+        the label file in ``data_dir``), "digits"
         (scikit-learn's bundled 8x8 digits, fixed stratified 75/25 split) or a path to an
         ``.npz`` holding x_train, y_train, x_test, y_test (``y_train_noisy``, labels as
         given, may be beside or instead of y_train), or an image folder (see
@@ -275,6 +288,8 @@ def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=
         Image folders only: CSV of given labels (see :func:`load_image_folder`).
     folder_labels : {"clean", "given"}
         Image folders only: what the class folders are (see :func:`load_image_folder`).
+    label_set : str, optional
+        CIFAR-N only: the human label set (``--label_set``; None: the noisiest).
 
     Returns
     -------
@@ -282,6 +297,9 @@ def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=
         Pixels float32 in [0, 1], shape (n, h, w, ch); labels int64 (n,).
     """
     given = None
+    if label_set is not None and spec not in cifar_n.DATASETS:
+        raise ValueError(f"--label_set is for --dataset {' / '.join(cifar_n.DATASETS)}, not "
+                         f"'{spec}': drop it")
     if os.path.isdir(spec):
         return load_image_folder(spec, image_size=image_size, labels=labels,
                                  folder_labels=folder_labels)
@@ -291,6 +309,10 @@ def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=
     provenance = None
     if spec in ("cifar10", "cifar100"):
         xtr, ytr, xte, yte, provenance = _load_cifar(spec, data_dir, download)
+    elif spec in cifar_n.DATASETS:
+        xtr, ytr, xte, yte, given, label_set, provenance = cifar_n.load_cifar_n(
+            spec, label_set=label_set, data_dir=data_dir,
+            cifar_loader=lambda base: _load_cifar(base, data_dir, download))
     elif spec == "digits":
         xtr, ytr, xte, yte = _load_digits()
     elif spec.endswith(".npz"):
@@ -323,7 +345,7 @@ def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=
     num_classes = int(max(ytr.max(), yte.max(), -1 if given is None else given.max())) + 1
     return Data(dataset_name(spec), xtr, ytr.astype(np.int64), xte, yte.astype(np.int64),
                 num_classes, y_train_noisy=None if given is None else given.astype(np.int64),
-                clean_known=clean_known, provenance=provenance)
+                clean_known=clean_known, provenance=provenance, label_set=label_set)
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")

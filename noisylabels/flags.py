@@ -11,8 +11,8 @@ import math
 import os
 import sys
 
+from . import cifar_n, utils
 from . import threads as thread_settings
-from . import utils
 
 # The networks of models.MODEL_NAMES, as a literal so that --help needs no TensorFlow
 # (tests check the two agree).
@@ -29,10 +29,18 @@ def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch siz
 
     p = parser
     p.add_argument("--dataset", type=str, default="cifar10",
-                   help="cifar10, cifar100, digits (bundled with scikit-learn), a path to "
+                   help="cifar10, cifar100, cifar10n / cifar100n (those images with the "
+                        "CIFAR-N human labels: the label file CIFAR-10_human.pt / "
+                        "CIFAR-100_human.pt in --data_dir, see --label_set), digits "
+                        "(bundled with scikit-learn), a path to "
                         "an .npz with x_train, y_train (and/or y_train_noisy: labels as "
                         "given), x_test, y_test, or an image folder DIR with DIR/train/<class>/"
                         " and DIR/test/<class>/")
+    p.add_argument("--label_set", type=str, default=None, choices=cifar_n.ALL_LABEL_SETS,
+                   help="cifar10n / cifar100n: the human label set (cifar10n: "
+                        + ", ".join(cifar_n.LABEL_SETS["cifar10n"]) + "; cifar100n: "
+                        + ", ".join(cifar_n.LABEL_SETS["cifar100n"]) + "); default the "
+                        "noisiest (worse / noisy). Runs are filed under its name")
     p.add_argument("--image_size", type=int, default=32,
                    help="image folders: resize every image to this side (pixels)")
     p.add_argument("--labels", type=str, default=None,
@@ -53,7 +61,8 @@ def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch siz
                         "estimated ratio, e_S with k = c-1, warm-up 40 of 200 epochs (80 when "
                         "e > 0.6); asym: none, k_best 1, k = 1, warm-up 80)")
     p.add_argument("--data_dir", type=str, default="data",
-                   help="folder holding cifar-10-batches-py / cifar-100-python")
+                   help="folder holding cifar-10-batches-py / cifar-100-python (and the "
+                        "CIFAR-N label files)")
     p.add_argument("--no_download", action="store_true",
                    help="never try Keras' CIFAR download when the files are not in --data_dir")
     p.add_argument("--noise_pattern", type=str, nargs="+", default=["sym"],
@@ -115,6 +124,14 @@ def check_run_arguments(parser, args, *, positive=("epochs", "batch_size")):
         value = getattr(args, flag, None)
         if value is not None and not (math.isfinite(value) and value > 0):
             parser.error(f"--{flag} must be a positive number, got {value}")
+    if args.label_set is not None:
+        if args.dataset not in cifar_n.DATASETS:
+            parser.error(f"--label_set is for --dataset {' / '.join(cifar_n.DATASETS)}, not "
+                         f"'{args.dataset}': drop it")
+        try:
+            cifar_n.check_label_set(args.dataset, args.label_set)
+        except ValueError as err:
+            parser.error(str(err))
     for seed in args.seed:
         if seed < 0:
             parser.error(f"--seed must be a non-negative integer, got {seed}")
@@ -269,7 +286,8 @@ def load_training_data(args, printer):
 
     data = datasets.load_dataset(args.dataset, data_dir=args.data_dir,
                                  download=not args.no_download, image_size=args.image_size,
-                                 labels=args.labels, folder_labels=args.folder_labels)
+                                 labels=args.labels, folder_labels=args.folder_labels,
+                                 label_set=args.label_set)
     datasets.subset_training(data, args.n_train, seed=args.seed[0], printer=printer)
     if args.n_train is not None and len(args.seed) > 1:
         printer("note: the --n_train subset is drawn with the first seed for every seed")
@@ -290,7 +308,8 @@ def noise_plan(args, data, printer):
     after checking the data against the flags (before any run directory is made).
 
     Labels as given (an npz's y_train_noisy, an image folder's --labels) are used as they
-    are: one setting "given", no synthetic noise; a matrix file gives one setting
+    are: one setting "given" (CIFAR-N: the label set's name, e.g. "worse"), no synthetic
+    noise; a matrix file gives one setting
     "T-<stem>"; otherwise every --noise_pattern x --noisy_ratio.
     """
     from . import noise
@@ -312,7 +331,8 @@ def noise_plan(args, data, printer):
                 f": --noise_pattern/--noisy_ratio are not used; INCV and Co-teaching follow "
                 f"the rules of --noise_type {args.noise_type}")
     return noise.noise_settings(patterns=args.noise_pattern, ratios=args.noisy_ratio,
-                                transition_matrix=args.transition_matrix, given=given), T
+                                transition_matrix=args.transition_matrix, given=given,
+                                given_name=data.label_set or noise.GIVEN), T
 
 
 def dataset_extras(data, out):

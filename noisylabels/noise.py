@@ -338,11 +338,13 @@ def add_noise_from_transition(labels, T, *, seed=None):
     return noisy
 
 
-def noise_settings(*, patterns, ratios, transition_matrix=None, given=False):
-    """The (pattern, ratio) settings a call runs: labels as given -> [("given", None)];
-    a matrix file -> [("T-<stem>", None)]; else every pattern x ratio."""
+def noise_settings(*, patterns, ratios, transition_matrix=None, given=False,
+                   given_name=GIVEN):
+    """The (pattern, ratio) settings a call runs: labels as given -> [(given_name, None)]
+    ("given", or a CIFAR-N label set's name such as "worse"); a matrix file ->
+    [("T-<stem>", None)]; else every pattern x ratio."""
     if given:
-        return [(GIVEN, None)]
+        return [(given_name, None)]
     if transition_matrix is not None:
         return [(transition_name(transition_matrix), None)]
     return [(p, r) for p in patterns for r in ratios]
@@ -369,7 +371,7 @@ def run_labels(data, pattern, ratio, *, seed, T=None):
     """
     from .utils import rng_for
 
-    if pattern == GIVEN:
+    if pattern == GIVEN or (data.label_set is not None and pattern == data.label_set):
         return data.y_clean, data.y_train_noisy.copy(), None
     if T is not None:
         return data.y_train, add_noise_from_transition(

@@ -70,7 +70,8 @@ def summarize(*, y_true, y_noisy, idx_held, probs, test_probs, y_test, pattern, 
     sec. 2).
 
     ``T``: the matrix the noise was drawn from (default: the pattern's). Labels as given
-    have none: the theory then uses the empirical T of the clean labels, and without clean
+    (and CIFAR-N's label sets) have none: the theory then uses the empirical T of the clean
+    labels, and without clean
     labels (``y_true`` None) every measurement against them is None.
     """
     if y_true is None:
@@ -83,7 +84,8 @@ def summarize(*, y_true, y_noisy, idx_held, probs, test_probs, y_test, pattern, 
     sel = metrics.selection_metrics(yt, yn, selected)
     if T is None:
         T = (metrics.normalized_confusion(y_true, y_noisy, num_classes)
-             if pattern == noise.GIVEN else noise.transition_matrix(pattern, ratio, num_classes))
+             if pattern not in noise.PATTERNS  # labels as given, CIFAR-N label sets
+             else noise.transition_matrix(pattern, ratio, num_classes))
     prior = np.bincount(yt, minlength=num_classes)
     noisy_acc = float(selected.mean())
     return {
