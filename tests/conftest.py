@@ -11,6 +11,7 @@ import pickle
 import sys
 
 import numpy as np
+import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # As the scripts run (noisy_cv.py, incv_train.py): oneDNN kernels on every x86 CPU.
@@ -83,3 +84,20 @@ def write_cifar(folder, names, key, n_per_file, num_classes, seed=0):
             pickle.dump({b"data": data, key: labels, b"batch_label": b"x"}, f, protocol=2)
         written[name] = (data, labels)
     return written
+
+
+# A grid of 2 settings x 2 seeds x 2 methods (4 units of setting x seed), as small as runs
+# get: test_grid.py runs part of it as a task, test_slurm.py all of it as a SLURM array.
+GRID = ["--dataset", "digits", "--arch", "cnn", "--n_train", "200", "--incv_epochs", "1",
+        "--incv_iterations", "1", "--epochs", "1", "--noise_pattern", "sym", "asym",
+        "--noisy_ratio", "0.4", "--seed", "0", "1", "--method", "incv", "ncv", "--verbose", "0"]
+
+
+@pytest.fixture(scope="session")
+def sequential_grid(tmp_path_factory):
+    """:data:`GRID` run in one process: the reference of the split and SLURM grids."""
+    from noisylabels import incv_train
+
+    results = str(tmp_path_factory.mktemp("sequential"))
+    incv_train.main(incv_train.parse_args(GRID + ["--results_dir", results]))
+    return results
