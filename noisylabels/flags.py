@@ -11,7 +11,7 @@ import math
 import os
 import sys
 
-from . import cifar_n, utils
+from . import cifar_n, grid, utils
 from . import threads as thread_settings
 
 # The networks of models.MODEL_NAMES, as a literal so that --help needs no TensorFlow
@@ -83,6 +83,17 @@ def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch siz
     p.add_argument("--overwrite", action="store_true", help="replace existing run directories")
     p.add_argument("--skip_existing", action="store_true",
                    help="skip runs whose summary.json exists (continue a grid)")
+    p.add_argument("--list_runs", action="store_true",
+                   help="print the runs this call expands to (index, unit, task, setting, "
+                        "method, seed, status finished / running / started / new, run "
+                        "directory) and exit; nothing is trained or written")
+    p.add_argument("--task", type=int, default=None,
+                   help="run only task K of --num_tasks (units of one setting x seed, "
+                        "K, K+N, ...); default: SLURM_ARRAY_TASK_ID when set, else the "
+                        "whole grid")
+    p.add_argument("--num_tasks", type=int, default=None,
+                   help="the number of tasks the grid is split into (with --task); default: "
+                        "SLURM_ARRAY_TASK_COUNT when SLURM_ARRAY_TASK_ID is set")
     p.add_argument("--devices", type=str, default="default", choices=devices.DEVICES,
                    help=devices.DEVICES_HELP)
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
@@ -135,8 +146,13 @@ def check_run_arguments(parser, args, *, positive=("epochs", "batch_size")):
     for seed in args.seed:
         if seed < 0:
             parser.error(f"--seed must be a non-negative integer, got {seed}")
+    if getattr(args, "overwrite", False) and getattr(args, "resume", False):
+        parser.error("--overwrite and --resume contradict each other: choose one")
     try:
         dedupe_grid_flags(args, printer=lambda text: print(text, file=sys.stderr))
+        grid.resolve_task(args, printer=lambda text: print(text, file=sys.stderr))
+        if args.list_runs:
+            return  # writes nothing: --results_dir need not be writable
         utils.check_writable_dir(args.results_dir)
     except ValueError as err:
         parser.error(str(err))
@@ -175,7 +191,7 @@ def dedupe_grid_flags(args, *, printer=None):
 # resume_mismatches).
 BOOKKEEPING_FLAGS = ("results_dir", "overwrite", "skip_existing", "resume", "verbose",
                      "devices", "data_dir", "no_download", "intra_op_threads",
-                     "inter_op_threads")
+                     "inter_op_threads") + utils.NOT_RECORDED
 
 
 def resume_mismatches(args, run, config, *, threads=None):
@@ -229,7 +245,7 @@ def resume_mismatches(args, run, config, *, threads=None):
     return diffs
 
 
-def check_resume(args, runs, *, threads=None):
+def check_resume(args, runs, *, threads=None, allow_none=False):
     """``--resume``: refuse to continue a run made with other flags, or nothing at all.
 
     Parameters
@@ -247,7 +263,8 @@ def check_resume(args, runs, *, threads=None):
         A run directory's config.json is unreadable or records other flags (all named,
         with both values).
     FileNotFoundError
-        No run of the grid has been started (no config.json): nothing to resume.
+        No run of the grid has been started (no config.json): nothing to resume; unless
+        ``allow_none`` (one task of a split grid: its runs may all be new).
     """
     if not getattr(args, "resume", False):
         return
@@ -272,7 +289,7 @@ def check_resume(args, runs, *, threads=None):
             raise ValueError(f"--resume: the run in '{out}' was made with other flags ("
                              f"{shown}): resume it with the flags of its config.json, or "
                              "start it anew with --overwrite or another --results_dir")
-    if not found:
+    if not found and not allow_none:
         raise FileNotFoundError(
             f"--resume: nothing to resume: no run of this grid has started under "
             f"--results_dir '{args.results_dir}' (no config.json): check --results_dir and "

@@ -42,7 +42,19 @@ import time
 
 import numpy as np
 
-from . import devices, flags, metrics, noise, plots, selection, threads, utils
+from . import (
+    devices,
+    flags,
+    grid,
+    locks,
+    metrics,
+    noise,
+    plots,
+    preemption,
+    selection,
+    threads,
+    utils,
+)
 from .data import describe_provenance, split_halves
 from .progress import done_line, incv_iteration_line
 
@@ -399,8 +411,6 @@ def parse_args(argv=None):
                                                   "batch_size"))
     if args.forget_rate is not None and not 0.0 <= args.forget_rate < 1.0:
         p.error(f"--forget_rate must be in [0, 1), got {args.forget_rate}")
-    if args.overwrite and args.resume:
-        p.error("--overwrite and --resume contradict each other: choose one")
     if args.selection == "authors" and args.devices == "all":
         p.error("--selection authors runs on one device: use --selection fused with "
                 "--devices all, or --devices default")
@@ -430,34 +440,53 @@ def main(args):
         printer(describe_provenance(data.provenance))
     runs = [(seed, pattern, ratio, method, run_dir(args, data.name, pattern, ratio, method, seed))
             for seed in args.seed for pattern, ratio in settings for method in args.method]
+    # --task / --num_tasks (or a SLURM array task): this call's part of the grid, whole
+    # (setting, seed) units, so cl / ncv find their INCV run's probabilities (grid.py)
+    selected, listed = grid.plan_task(args, [dict(zip(("seed", "pattern", "ratio", "method",
+                                                       "run_dir"), r)) for r in runs], printer)
+    if args.list_runs:
+        return listed
+    runs = [runs[k] for k in selected]
     todo, summaries = utils.plan_runs([r[-1] for r in runs], skip_existing=args.skip_existing,
                                       overwrite=args.overwrite, resume=args.resume,
                                       printer=printer)
     flags.check_resume(args, [(r[-1], dict(zip(("seed", "pattern", "ratio", "method"), r)))
-                              for r in runs], threads=thread_record)
+                              for r in runs], threads=thread_record,
+                             allow_none=grid.is_task(args))
     if args.incv_results and "incv" in args.method:  # checked before any run directory
         # the CSV's clean-label column y is -1 where the clean labels are unknown
         incv.read_incv_csv(args.incv_results, data.y_train if data.clean_known else
                            np.full(len(data.y_train), -1, np.int64),
                            num_classes=data.num_classes)
     todo = [runs[k] for k in todo]
-    for k, (seed, pattern, ratio, method, out) in enumerate(todo, 1):
-        resuming = args.resume and os.path.isfile(os.path.join(out, "config.json"))
-        utils.prepare_run_dir(out, overwrite=args.overwrite, resume=args.resume)
-        if not resuming:
-            utils.write_json(os.path.join(out, "config.json"), utils.run_config(
-                args, run={"method": method, "pattern": pattern, "ratio": ratio, "seed": seed,
-                           "noise_type": noise.rule_pattern(pattern, args.noise_type)},
-                n_train=int(len(data.y_train)), num_classes=data.num_classes,
-                data_provenance=data.provenance, threads=thread_record,
-                **flags.dataset_extras(data, out)))
-        setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
-        printer(f"[{k}/{len(todo)}] {method} on {data.name} {setting} seed {seed} -> {out}")
-        summary = run_one(args, data, method, pattern, ratio, seed, out, printer, T=T)
-        utils.write_json(os.path.join(out, "summary.json"), summary)
-        printer("  " + done_line(summary, out))
-        summaries.append(summary)
+    locks.check_unlocked([r[-1] for r in todo])  # before anything is trained
+    with preemption.installed():  # SIGTERM / SIGUSR1: stop after an epoch's checkpoint
+        for k, (seed, pattern, ratio, method, out) in enumerate(todo, 1):
+            with locks.RunLock(out, printer=printer):  # one process per run directory
+                summaries.append(_run_locked(args, data, method, pattern, ratio, seed, out,
+                                             printer, T, k=k, n=len(todo),
+                                             threads=thread_record))
     return summaries
+
+
+def _run_locked(args, data, method, pattern, ratio, seed, out, printer, T, *, k, n, threads=None):
+    """One run of the grid loop, its lock held: directory, config (kept when resuming),
+    :func:`run_one`, summary.json (last: it marks the run finished)."""
+    resuming = args.resume and os.path.isfile(os.path.join(out, "config.json"))
+    utils.prepare_run_dir(out, overwrite=args.overwrite, resume=args.resume)
+    if not resuming:
+        utils.write_json(os.path.join(out, "config.json"), utils.run_config(
+            args, run={"method": method, "pattern": pattern, "ratio": ratio, "seed": seed,
+                       "noise_type": noise.rule_pattern(pattern, args.noise_type)},
+            n_train=int(len(data.y_train)), num_classes=data.num_classes,
+            data_provenance=data.provenance, threads=threads,
+            **flags.dataset_extras(data, out)))
+    setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
+    printer(f"[{k}/{n}] {method} on {data.name} {setting} seed {seed} -> {out}")
+    summary = run_one(args, data, method, pattern, ratio, seed, out, printer, T=T)
+    utils.write_json(os.path.join(out, "summary.json"), summary)
+    printer("  " + done_line(summary, out))
+    return summary
 
 
 def entry_point():

@@ -31,7 +31,19 @@ import time
 
 import numpy as np
 
-from . import devices, flags, metrics, noise, plots, selection, threads, utils
+from . import (
+    devices,
+    flags,
+    grid,
+    locks,
+    metrics,
+    noise,
+    plots,
+    preemption,
+    selection,
+    threads,
+    utils,
+)
 from .data import describe_provenance, split_halves
 from .pipelines import resolve_augmentation
 
@@ -54,6 +66,11 @@ def parse_args(argv=None):
                    help="1 = the paper's run (train on one half, predict the other); 2 = "
                         "also train the other half from the same initial weights, so every "
                         "training sample gets an out-of-sample prediction")
+    p.add_argument("--resume", action="store_true",
+                   help="continue unfinished runs from their last finished epoch "
+                        "(checkpoint.npz); refused when a run's config.json records other "
+                        "flags, and an error when no run of the grid has started (but for "
+                        "one --task of a split grid)")
     args = p.parse_args(argv)
     flags.check_run_arguments(p, args)
     return args
@@ -141,8 +158,10 @@ def _summarize_without_clean_labels(*, y_noisy, idx_held, probs, test_probs, y_t
     }
 
 
-def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, printer, T=None):
-    """One noisy cross-validation run into ``out``; returns its summary."""
+def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, printer, T=None,
+            resume=False):
+    """One noisy cross-validation run into ``out``; returns its summary. Each epoch is
+    checkpointed in ``out``; ``resume`` continues from the last one (training.train_folds)."""
     from . import training
 
     y_true, y_noisy, T = noise.run_labels(data, pattern, ratio, seed=seed, T=T)
@@ -162,7 +181,8 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
         epochs=args.epochs, batch_size=args.batch_size, schedule=schedule,
         augment=resolve_augmentation(args.augment, data.name), seed=seed,
         y_true=y_true, log_path=os.path.join(out, "log.jsonl"), verbose=args.verbose,
-        printer=printer if args.verbose != 1 else None)  # never inside Keras' progress bar
+        printer=printer if args.verbose != 1 else None,  # never inside Keras' progress bar
+        checkpoint_dir=out, resume=resume)
     probs, test_probs = runs[0]["probs"], runs[0]["test_probs"]
     idx_all = np.concatenate([held for _, held in folds])
     probs_all = np.concatenate([r["probs"] for r in runs])
@@ -222,35 +242,35 @@ def main(args):
         printer(describe_provenance(data.provenance))
     runs = [(seed, pattern, ratio, run_dir(args, data.name, pattern, ratio, seed))
             for seed in args.seed for pattern, ratio in settings]
+    # --task / --num_tasks (or a SLURM array task): this call's part of the grid (grid.py)
+    grid_runs = [{"seed": r[0], "pattern": r[1], "ratio": r[2], "run_dir": r[3]} for r in runs]
+    selected, listed = grid.plan_task(args, grid_runs, printer)
+    if args.list_runs:
+        return listed
+    runs = [runs[k] for k in selected]
     todo, points = utils.plan_runs([r[-1] for r in runs], skip_existing=args.skip_existing,
-                                   overwrite=args.overwrite, printer=printer)
+                                   overwrite=args.overwrite, resume=args.resume,
+                                   printer=printer)
+    flags.check_resume(args, [(r[-1], {"seed": r[0], "pattern": r[1], "ratio": r[2]})
+                              for r in runs], threads=thread_record,
+                       allow_none=grid.is_task(args))
     todo = [runs[k] for k in todo]
+    locks.check_unlocked([r[-1] for r in todo])  # before anything is trained
 
     model = initial = current_seed = None
-    for k, (seed, pattern, ratio, out) in enumerate(todo, 1):
-        if seed != current_seed:
-            keras.utils.set_random_seed(seed)  # same init for every ratio of a seed
-            model = training.build_classifier(args.arch, data, strategy, lr=args.lr)
-            initial, current_seed = model.get_weights(), seed
-        utils.prepare_run_dir(out, overwrite=args.overwrite)
-        utils.write_json(os.path.join(out, "config.json"), utils.run_config(
-            args, run={"pattern": pattern, "ratio": ratio, "seed": seed,
-                       "noise_type": noise.rule_pattern(pattern, args.noise_type)},
-            n_train=int(len(data.y_train)), num_classes=data.num_classes,
-            data_provenance=data.provenance, threads=thread_record,
-            **flags.dataset_extras(data, out)))
-        setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
-        printer(f"[{k}/{len(todo)}] {data.name} {args.arch} {setting} seed {seed} -> {out}")
-        s = run_one(args, data, model, initial, pattern, ratio, seed, out, printer, T=T)
-        f = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731  (no clean labels)
-        printer(f"  held-out noisy acc {f(s['noisy_accuracy'])} (theory "
-                f"{f(s['theory']['accuracy'])}), LP {f(s['label_precision'])} "
-                f"({f(s['theory']['label_precision'])}), LR {f(s['label_recall'])} "
-                f"({f(s['theory']['label_recall'])}), estimated noise "
-                f"{f(s['estimated_noise_ratio'])}, clean test acc {f(s['test_accuracy'])}"
-                + (f", top-5 {f(s['test_top5_accuracy'])}" if "test_top5_accuracy" in s
-                   else ""))
-        points.append(s)
+    with preemption.installed():  # SIGTERM / SIGUSR1: stop after an epoch's checkpoint
+        for k, (seed, pattern, ratio, out) in enumerate(todo, 1):
+            if seed != current_seed:
+                keras.utils.set_random_seed(seed)  # same init for every ratio of a seed
+                model = training.build_classifier(args.arch, data, strategy, lr=args.lr)
+                initial, current_seed = model.get_weights(), seed
+            with locks.RunLock(out, printer=printer):  # one process per run directory
+                points.append(_run_locked(args, data, model, initial, pattern, ratio, seed,
+                                          out, printer, T, k=k, n=len(todo),
+                                          threads=thread_record))
+    if grid.is_task(args):  # the figure shows every finished point of the grid, not the task's
+        points = [utils.read_json(os.path.join(r["run_dir"], "summary.json"))
+                  for r in grid_runs if grid.run_status(r["run_dir"]) == "finished"]
 
     sweep = [p for p in points if p.get("ratio") is not None]  # the figure needs a ratio
     if sweep:
@@ -262,6 +282,33 @@ def main(args):
                                 title=f"{data.name}, {args.arch}, {args.epochs} epochs")
         printer(f"figure: {base}.png")
     return points
+
+
+def _run_locked(args, data, model, initial, pattern, ratio, seed, out, printer, T, *, k, n, threads=None):
+    """One run of the grid loop, its lock held: directory, config (kept when resuming),
+    training, the summary line."""
+    resuming = args.resume and os.path.isfile(os.path.join(out, "config.json"))
+    utils.prepare_run_dir(out, overwrite=args.overwrite, resume=args.resume)
+    if not resuming:
+        utils.write_json(os.path.join(out, "config.json"), utils.run_config(
+            args, run={"pattern": pattern, "ratio": ratio, "seed": seed,
+                       "noise_type": noise.rule_pattern(pattern, args.noise_type)},
+            n_train=int(len(data.y_train)), num_classes=data.num_classes,
+            data_provenance=data.provenance, threads=threads,
+            **flags.dataset_extras(data, out)))
+    setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
+    printer(f"[{k}/{n}] {data.name} {args.arch} {setting} seed {seed} -> {out}")
+    s = run_one(args, data, model, initial, pattern, ratio, seed, out, printer, T=T,
+                resume=resuming)
+    f = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731  (no clean labels)
+    printer(f"  held-out noisy acc {f(s['noisy_accuracy'])} (theory "
+            f"{f(s['theory']['accuracy'])}), LP {f(s['label_precision'])} "
+            f"({f(s['theory']['label_precision'])}), LR {f(s['label_recall'])} "
+            f"({f(s['theory']['label_recall'])}), estimated noise "
+            f"{f(s['estimated_noise_ratio'])}, clean test acc {f(s['test_accuracy'])}"
+            + (f", top-5 {f(s['test_top5_accuracy'])}" if "test_top5_accuracy" in s
+               else ""))
+    return s
 
 
 def entry_point():

@@ -10,6 +10,7 @@ from .training import (
     EpochSchedule,
     HeldOutMonitor,
     JsonlLogger,
+    StopAtEpochEnd,
     StopOnNonFiniteLoss,
     adam,
     reset_optimizer,
@@ -219,7 +220,8 @@ def train_pair_and_predict(pair, initial_weights, parts, *, epochs, batch_size, 
                for extra, opt in zip(log_extras, opts)]
     cbs = [EpochSchedule(schedule, opts, reset_on_drop=False),
            _PairedRunLogs([pair.net1, pair.net2], monitors, loggers),
-           StopOnNonFiniteLoss(f" (log: {log_path})" if log_path else ""), *callbacks]
+           StopOnNonFiniteLoss(f" (log: {log_path})" if log_path else ""), *callbacks,
+           StopAtEpochEnd()]  # last: a SIGTERM stops the pair after the epoch's logs
     ds = make_paired_dataset(parts[0][0], parts[0][1], parts[1][0], parts[1][1],
                              batch_size=batch_size, augment=augment, seed=seed)
     history = pair.fit(ds, epochs=epochs, callbacks=cbs, verbose=verbose, shuffle=False)

@@ -3,13 +3,14 @@ resets, per-epoch checkpoints and held-out monitoring, and ``train_and_predict``
 "train on one part, predict the other" routine that noisy_cv.py and every INCV run share.
 """
 
+import os
 import re
 import time
 
 import keras
 import numpy as np
 
-from . import devices, metrics, utils
+from . import devices, metrics, preemption, utils
 from .pipelines import make_train_dataset
 from .progress import Progress
 
@@ -79,7 +80,11 @@ class EpochSchedule(keras.callbacks.Callback):
 
 class EpochCheckpoint(keras.callbacks.Callback):
     """After each epoch atomically save the model's weights, its optimizers' state and the
-    number of finished epochs to ``path`` (an .npz), so a killed run can ``--resume``."""
+    number of finished epochs to ``path`` (an .npz), so a killed run can ``--resume``.
+
+    Put it last among the callbacks: once it has saved, the epoch's log line and
+    checkpoint agree, so a stop requested by SIGTERM / SIGUSR1 (preemption.py) is honoured
+    there (:class:`preemption.Preempted`)."""
 
     def __init__(self, path, optimizers):
         super().__init__()
@@ -91,6 +96,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
             arrays.update({f"o{k}_{i}": keras.ops.convert_to_numpy(v)
                            for i, v in enumerate(opt.variables)})
         utils.save_npz(self.path, epochs_done=np.int64(epoch + 1), **arrays)
+        preemption.check(f" after epoch {epoch + 1}, checkpoint {self.path} written")
+
+
+class StopAtEpochEnd(keras.callbacks.Callback):
+    """Honour a stop requested by SIGTERM / SIGUSR1 at the end of an epoch (put it last), in
+    training runs without a checkpoint of their own (INCV's runs: a resumed INCV redoes the
+    iteration in progress from its saved state)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        preemption.check(f" after epoch {epoch + 1}")
 
 
 def restore_checkpoint(path, model, optimizers):
@@ -305,7 +320,8 @@ def build_classifier(arch, data, strategy, *, lr=1e-3):
 def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
                       epochs, batch_size, schedule, augment="none", seed=0, keep_best=False,
                       y_held_true=None, log_path=None, log_extra=None, verbose=1,
-                      printer=None, callbacks=(), reset_optimizer_state=True):
+                      printer=None, callbacks=(), reset_optimizer_state=True,
+                      checkpoint=None, resume=False):
     """Train on one part from ``initial_weights``, then predict the held-out part.
 
     The routine behind noisy cross-validation (noisy_cv.py) and every INCV training run.
@@ -330,6 +346,11 @@ def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
         Zero the optimizer's state first (default). False starts from the state the
         optimizer holds: after an earlier call, that of its final (or, with ``keep_best``, its
         best) epoch, as the authors' INCV runs did after ``load_model``.
+    checkpoint : str, optional
+        Path of a per-epoch :class:`EpochCheckpoint` (.npz) of the model and its optimizer;
+        with ``resume`` and the file present, training continues after its last epoch (the
+        log's later lines are dropped), ending as the uninterrupted run would.
+        Not with ``keep_best`` (the best epoch's weights are not checkpointed).
 
     Returns
     -------
@@ -338,22 +359,50 @@ def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
     info : dict
         ``history`` (per-epoch logs), ``best_epoch`` (1-based, or None).
     """
+    if checkpoint is not None and keep_best:
+        raise ValueError("train_and_predict: a checkpoint cannot keep the best epoch")
     model.set_weights(initial_weights)
     if reset_optimizer_state:
         reset_optimizer(model.optimizer)
+    start = 0
+    if checkpoint is not None:
+        model.optimizer.build(model.trainable_variables)  # its variables, to restore / save
+        if resume and os.path.isfile(checkpoint):
+            start = restore_checkpoint(checkpoint, model, [model.optimizer])
+            if printer:
+                printer(f"  resuming after epoch {start} ({checkpoint})")
+        if resume:
+            _truncate_log(log_path, log_extra, start)
     monitor = HeldOutMonitor(x_held, y_held, y_held_true, keep_best=keep_best)
     cbs = [keras.callbacks.LearningRateScheduler(schedule), monitor,
-           JsonlLogger(log_path, extra=log_extra, printer=printer),
-           StopOnNonFiniteLoss(f" (log: {log_path})" if log_path else ""), *callbacks]
-    ds = make_train_dataset(x_fit, y_fit, batch_size=batch_size, augment=augment, seed=seed)
-    history = model.fit(ds, epochs=epochs, callbacks=cbs, verbose=verbose, shuffle=False)
+           JsonlLogger(log_path, extra=log_extra, printer=printer, epochs=epochs),
+           StopOnNonFiniteLoss(f" (log: {log_path})" if log_path else ""), *callbacks,
+           EpochCheckpoint(checkpoint, [model.optimizer]) if checkpoint is not None
+           else StopAtEpochEnd()]
+    ds = make_train_dataset(x_fit, y_fit, batch_size=batch_size, augment=augment, seed=seed,
+                            first_epoch=start)
+    history = model.fit(ds, epochs=epochs, initial_epoch=start, callbacks=cbs,
+                        verbose=verbose, shuffle=False)
     probs = model.predict(x_held, batch_size=1024, verbose=0)
     best = monitor.best_epoch + 1 if keep_best and monitor.best_epoch is not None else None
     return probs, {"history": history.history, "best_epoch": best}
 
 
+def _truncate_log(path, extra, epochs_done):
+    """Drop the lines of ``path`` (JSON lines) that belong to this run (every key of
+    ``extra`` matches) and come after epoch ``epochs_done``: a run killed after its log
+    line but before its checkpoint logs that epoch again when it resumes."""
+    if not path or not os.path.isfile(path):
+        return
+    extra = extra or {}
+    rows = [r for r in utils.read_jsonl(path)
+            if not (all(r.get(k) == v for k, v in extra.items()) and r["epoch"] > epochs_done)]
+    with utils.atomic_write(path) as f:
+        f.writelines(utils.jsonl_line(r) for r in rows)
+
+
 def train_folds(model, initial_weights, x, y, *, folds, x_test=None, log_extra=None,
-                **train_kwargs):
+                checkpoint_dir=None, resume=False, **train_kwargs):
     """Cross-validation folds, each trained from the same ``initial_weights``.
 
     The one place that trains several folds (noisy_cv.py ``--folds 2``): a version that
@@ -371,6 +420,10 @@ def train_folds(model, initial_weights, x, y, *, folds, x_test=None, log_extra=N
         Also predicted by each fold's final (or best) network.
     log_extra : dict, optional
         Added to every log line, with ``fold`` (1-based).
+    checkpoint_dir : str, optional
+        Checkpoint each fold's epochs there (``checkpoint.npz``, ``checkpoint_fold2.npz``)
+        and keep each finished fold's predictions (``fold<k>.npz``); with ``resume``, finished
+        folds are read back and the unfinished one continues after its last epoch.
     **train_kwargs
         Passed to :func:`train_and_predict` (epochs, batch_size, schedule, ...); a
         ``y_true`` (n,) array is split into each fold's ``y_held_true``.
@@ -384,11 +437,26 @@ def train_folds(model, initial_weights, x, y, *, folds, x_test=None, log_extra=N
     y_true = train_kwargs.pop("y_true", None)
     results = []
     for k, (fit, held) in enumerate(folds, 1):
+        ckpt = done = None
+        if checkpoint_dir is not None:
+            ckpt = os.path.join(checkpoint_dir,
+                                "checkpoint.npz" if k == 1 else f"checkpoint_fold{k}.npz")
+            done = os.path.join(checkpoint_dir, f"fold{k}.npz")
+            if resume and os.path.isfile(done):  # finished before the interruption
+                with np.load(done) as f:
+                    results.append({"probs": f["probs"], "info": {"resumed": True},
+                                    "test_probs": f["test_probs"] if "test_probs" in f
+                                    else None})
+                continue
         probs, info = train_and_predict(
             model, initial_weights, x[fit], y[fit], x[held], y[held],
             y_held_true=None if y_true is None else y_true[held],
-            log_extra={**(log_extra or {}), "fold": k}, **train_kwargs)
+            log_extra={**(log_extra or {}), "fold": k}, checkpoint=ckpt, resume=resume,
+            **train_kwargs)
         test_probs = None if x_test is None else model.predict(x_test, batch_size=1024,
                                                                  verbose=0)
+        if done is not None:
+            utils.save_npz(done, probs=probs,
+                           **({} if test_probs is None else {"test_probs": test_probs}))
         results.append({"probs": probs, "test_probs": test_probs, "info": info})
     return results

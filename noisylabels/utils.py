@@ -33,15 +33,28 @@ def rng_for(seed, purpose):
     return np.random.default_rng([int(seed), zlib.crc32(purpose.encode())])
 
 
+LOCK_PREFIX = ".lock"  # locks.LOCK_NAME, and its ".lock.takeover" mutex
+
+
+def run_files(path):
+    """The entries of a run directory but its lock (locks.py): what a run wrote."""
+    return [n for n in os.listdir(path) if not n.startswith(LOCK_PREFIX)]
+
+
 def prepare_run_dir(path, *, overwrite=False, resume=False):
     """Create a run directory; refuse to touch an earlier run's unless told.
 
     overwrite: delete what is there first. resume: keep it (the caller continues it).
     Otherwise an existing non-empty directory raises FileExistsError naming the flags.
     """
-    if os.path.isdir(path) and os.listdir(path):
+    if os.path.isdir(path) and run_files(path):
         if overwrite:
-            shutil.rmtree(path)
+            for name in run_files(path):  # not the lock this process may hold
+                full = os.path.join(path, name)
+                if os.path.isdir(full) and not os.path.islink(full):
+                    shutil.rmtree(full)
+                else:
+                    os.remove(full)
         elif not resume:
             raise FileExistsError(
                 f"results directory '{path}' already holds an earlier run; pass --overwrite "
@@ -122,8 +135,15 @@ def save_figure(fig, path):
     plt.close(fig)
 
 
+# Flags that choose which part of a grid a process runs (or only list it): not part of what
+# a run is, so config.json leaves them out (a run made by task 3 of 8 and one made by a
+# single process are the same run, for --resume and for table.py alike).
+NOT_RECORDED = ("list_runs", "task", "num_tasks")
+
+
 def run_config(args, **extra):
-    """The resolved configuration of a run: every flag, plus versions and provenance."""
+    """The resolved configuration of a run: every flag (but :data:`NOT_RECORDED`), plus
+    versions and provenance."""
     import keras
     import tensorflow as tf
 
@@ -133,7 +153,8 @@ def run_config(args, **extra):
                                 timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"args": dict(vars(args)), **extra,
+    recorded = {k: v for k, v in vars(args).items() if k not in NOT_RECORDED}
+    return {"args": recorded, **extra,
             "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
             "versions": {"python": platform.python_version(), "keras": keras.__version__,
                          "backend": keras.backend.backend(), "tensorflow": tf.__version__,
@@ -201,9 +222,19 @@ def cli(main, args):
     """Run a script's ``main(args)``; a bad input (ValueError, a missing, existing,
     unreadable or unwritable file or folder) or a diverged training ends with its one-line
     message on stderr and exit status 2 instead of a traceback.
-    Set NOISY_LABELS_DEBUG=1 to see the traceback."""
+    Set NOISY_LABELS_DEBUG=1 to see the traceback.
+
+    A run stopped at a safe point by SIGTERM / SIGUSR1 (preemption.py) ends with a note and
+    exit status 75 (preemption.EXIT_PREEMPTED), after asking SLURM to requeue the job when
+    it runs under SLURM."""
+    from . import preemption
+
     try:
         main(args)
+    except preemption.Preempted as stop:
+        print(f"stopped: {stop}; continue with --resume (the same flags)", file=sys.stderr)
+        preemption.requeue_this_job(printer=lambda text: print(text, file=sys.stderr))
+        return preemption.EXIT_PREEMPTED
     except (ValueError, OSError, TrainingDiverged) as err:
         if os.environ.get("NOISY_LABELS_DEBUG"):
             raise
@@ -242,7 +273,7 @@ def plan_runs(run_dirs, *, skip_existing=False, overwrite=False, resume=False, p
                 printer(f"skip (finished earlier): {out}")
             done.append(read_json(summary))
             continue
-        if os.path.isdir(out) and os.listdir(out) and not (overwrite or resume):
+        if os.path.isdir(out) and run_files(out) and not (overwrite or resume):
             prepare_run_dir(out)  # raises the explanatory FileExistsError
         todo.append(k)
     return todo, done

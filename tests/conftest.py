@@ -104,3 +104,20 @@ def digits_all_methods(tmp_path_factory):
         DIGITS_INCV + ["--method", "incv", "cl", "ncv", "coteaching", "standard",
                        "--results_dir", results]))
     return results, {s["method"]: s for s in summaries}
+
+
+# A grid of 2 settings x 2 seeds x 2 methods (4 units of setting x seed), as small as runs
+# get: test_grid.py runs part of it as a task, test_slurm.py all of it as a SLURM array.
+GRID = ["--dataset", "digits", "--arch", "cnn", "--n_train", "200", "--incv_epochs", "1",
+        "--incv_iterations", "1", "--epochs", "1", "--noise_pattern", "sym", "asym",
+        "--noisy_ratio", "0.4", "--seed", "0", "1", "--method", "incv", "ncv", "--verbose", "0"]
+
+
+@pytest.fixture(scope="session")
+def sequential_grid(tmp_path_factory):
+    """:data:`GRID` run in one process: the reference of the split and SLURM grids."""
+    from noisylabels import incv_train
+
+    results = str(tmp_path_factory.mktemp("sequential"))
+    incv_train.main(incv_train.parse_args(GRID + ["--results_dir", results]))
+    return results

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, subprocess_env, write_cifar
 
-from noisylabels import cifar_n, data, incv_train, metrics, noisy_cv, table, utils
+from noisylabels import cifar_n, data, flags, incv_train, metrics, noisy_cv, table, utils
 
 N_PER_BATCH = 40  # 5 training batches: 200 training images, 40 test images
 QUICK = ["--arch", "cnn", "--verbose", "0"]
@@ -246,7 +246,7 @@ def test_n_train_subset_maps_back_to_the_50000_indices(cifar10n_dir):
     root, arrays = cifar10n_dir
     args = incv_train.parse_args(["--dataset", "cifar10n", "--data_dir", root,
                                   "--no_download", "--n_train", "60", "--label_set", "aggre"])
-    d = data.load_training_data(args, printer=lambda text: None)
+    d = flags.load_training_data(args, lambda text: None)
     idx = d.train_index
     assert len(idx) == 60 and len(set(idx)) == 60 and idx.max() >= 60  # a strict subset
     assert np.array_equal(d.y_train, arrays["clean_label"][idx])
