@@ -59,7 +59,7 @@ PAPER_EPOCHS, PAPER_INCV_EPOCHS = 200, 50
 def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
     """One run of ``method`` into ``out``; returns its summary."""
     from . import (
-        coteaching,  # Keras-based: loaded by main() after utils.load_tensorflow()
+        coteaching,  # Keras-based: loaded by main() after utils.load_backend()
         incv,
     )
 
@@ -72,6 +72,9 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
                "clean_labels_known": bool(data.clean_known)}
     if data.class_names:
         summary["class_names"] = list(data.class_names)
+    import keras
+
+    summary["backend"] = keras.backend.backend()  # --backend / KERAS_BACKEND, as run
     if data.provenance is not None:
         summary["data_provenance"] = data.provenance
     if method != "standard":
@@ -335,6 +338,7 @@ def parse_args(argv=None):
                 "--devices all, or --devices default")
     if args.incv_only and args.incv_results:
         p.error("--incv_only and --incv_results contradict each other: choose one")
+    flags.check_backend_arguments(p, args)
     return args
 
 
@@ -344,9 +348,9 @@ def run_dir(args, dataset, pattern, ratio, method, seed):
 
 
 def main(args):
-    utils.load_tensorflow()
+    utils.load_backend(args.backend)
     flags.set_precision(args.precision)
-    from . import incv  # Keras-based: after load_tensorflow()
+    from . import incv  # Keras-based: after load_backend()
 
     printer = print
     devices.run_strategy(args, printer)  # checks --devices; runs build their models on it

@@ -56,6 +56,7 @@ def parse_args(argv=None):
                         "training sample gets an out-of-sample prediction")
     args = p.parse_args(argv)
     flags.check_run_arguments(p, args)
+    flags.check_backend_arguments(p, args)
     return args
 
 
@@ -180,6 +181,9 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
                    **({"class_names": data.class_names} if data.class_names else {}))
     if data.provenance is not None:
         summary["data_provenance"] = data.provenance
+    import keras
+
+    summary["backend"] = keras.backend.backend()  # --backend / KERAS_BACKEND, as run
     if y_true is not None:
         setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
         plots.plot_confusion_vs_transition(
@@ -203,11 +207,11 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
 
 
 def main(args):
-    utils.load_tensorflow()
+    utils.load_backend(args.backend)
     flags.set_precision(args.precision)
     import keras
 
-    from . import training  # Keras-based: after load_tensorflow()
+    from . import training  # Keras-based: after load_backend()
 
     printer = print
     strategy = devices.run_strategy(args, printer)
