@@ -734,7 +734,7 @@ def train_two_networks(args, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, 
     clean = data.y_train == y_noisy
     schedule = training.PiecewiseLR(args.lr, COT_BOUNDARIES, COT_FACTORS,
                                  paper_epochs=PAPER_EPOCHS, epochs=args.epochs)
-    keras.utils.set_random_seed(seed)
+    utils.set_random_seed(seed)
     strategy = devices.device_strategy(args.devices)
     with strategy.scope():  # --devices: build, compile and make the optimizers on them
         if standard:

@@ -228,7 +228,7 @@ def main(args):
     model = initial = current_seed = None
     for k, (seed, pattern, ratio, out) in enumerate(todo, 1):
         if seed != current_seed:
-            keras.utils.set_random_seed(seed)  # same init for every ratio of a seed
+            utils.set_random_seed(seed)  # same init for every ratio of a seed
             model = training.build_classifier(args, data, strategy)
             initial, current_seed = model.get_weights(), seed
         utils.prepare_run_dir(out, overwrite=args.overwrite)

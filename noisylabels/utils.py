@@ -247,6 +247,35 @@ def load_backend(name=None):
     return keras
 
 
+def set_random_seed(seed):
+    """``keras.utils.set_random_seed(seed)`` (Python, numpy, Keras' seed; PyTorch's on that
+    backend) without importing TensorFlow on the JAX and PyTorch backends.
+
+    Keras also seeds TensorFlow whenever it is importable, which imports it (seconds, and
+    hundreds of MB) in a JAX or PyTorch run on a machine where it happens to be installed.
+    Keras' lazy TensorFlow handle is marked unavailable for that call only (a private Keras
+    attribute: if it is gone, the call is Keras' own and TensorFlow may load).
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(int(seed))
+        return
+    try:
+        from keras.src.utils import module_utils
+
+        lazy = module_utils.tensorflow
+        saved = lazy._available
+    except (ImportError, AttributeError):
+        keras.utils.set_random_seed(int(seed))
+        return
+    lazy._available = False
+    try:
+        keras.utils.set_random_seed(int(seed))
+    finally:
+        lazy._available = saved
+
+
 def load_tensorflow():
     """The TensorFlow backend (:func:`load_backend` ``("tensorflow")``); returns the
     ``tensorflow`` module. Kept for callers that need TensorFlow itself."""
