@@ -12,10 +12,16 @@ import dataclasses
 import os
 
 import keras
-import tensorflow as tf
+import numpy as np
 
 from . import devices, models, noise, training, utils
-from .pipelines import make_coteaching_dataset, make_train_dataset, resolve_augmentation
+from .backend_steps import OptimizerPair, Positions, merge, small_loss_mask, stateless_metrics
+from .pipelines import (
+    epoch_callbacks,
+    make_coteaching_dataset,
+    make_train_dataset,
+    resolve_augmentation,
+)
 
 PAPER_EPOCHS = 200          # Co-teaching / standard training
 # Co-teaching: x0.1 at epochs 80, 120, 160, then x0.5 at 180 (0-based epoch == 80 in the
@@ -25,6 +31,32 @@ COT_BOUNDARIES, COT_FACTORS = (79, 119, 159, 179), (0.1, 0.01, 0.001, 0.0005)
 # pass over the whole batch (one forward pass per network), "authors" as the authors'
 # ``predict()`` then ``train_on_batch(picked)`` (see CoTeaching).
 SELECTIONS = ("fused", "authors")
+# JAX / PyTorch: the keep count of every S count b_S below this is tabulated (KeepTableRate);
+# a larger S part of one batch is refused.
+KEEP_TABLE_SIZE = 8193
+
+
+class KeepTableRate:
+    """``CoTeaching.forget_rate`` on JAX and PyTorch: ``assign(r)`` sets the rate variable
+    and the table ``keep[b_S] = clip(round(b_S * (1 - r)), min(1, b_S), b_S)``, computed in
+    Python's float64 with round-half-to-even, as the TensorFlow step computes it in-graph."""
+
+    def __init__(self, rate, table):
+        self.rate, self.table = rate, table
+
+    def assign(self, r):
+        r = float(keras.ops.convert_to_numpy(r))
+        n = np.arange(KEEP_TABLE_SIZE, dtype=np.float64)
+        keep = np.round(n * (1.0 - r))  # numpy rounds half to even, as Python's round
+        keep = np.clip(keep, np.minimum(1, n), n).astype(np.int32)
+        self.rate.assign(r)
+        self.table.assign(keep)
+
+    def numpy(self):
+        return keras.ops.convert_to_numpy(self.rate)
+
+    def __float__(self):
+        return float(self.numpy())
 
 # Modified Co-teaching (Chen et al., ICML 2019, arXiv:1905.05040 sec. 4) as one Keras model.
 #
@@ -156,6 +188,11 @@ class CoTeaching(keras.Model):
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
         self.selection = selection
+        backend = keras.backend.backend()
+        if selection == "authors" and backend != "tensorflow":
+            raise ValueError(f"selection='authors' (--selection authors) runs on the "
+                             f"TensorFlow backend only (its picked-subset passes have a "
+                             f"data-dependent size), not on {backend}: use selection='fused'")
         if net1 is net2:
             raise ValueError("net1 and net2 must be two different networks")
         shared = {id(v) for v in net1.weights} & {id(v) for v in net2.weights}
@@ -164,9 +201,23 @@ class CoTeaching(keras.Model):
         self.net1 = net1
         self.net2 = net2
         # A variable, not a Python float: assigning it does not retrace the step.
-        self.forget_rate = self.add_weight(
-            shape=(), initializer="zeros", dtype="float64", trainable=False, name="forget_rate"
-        )
+        if backend == "tensorflow":
+            self.forget_rate = self.add_weight(
+                shape=(), initializer="zeros", dtype="float64", trainable=False,
+                name="forget_rate")
+        else:
+            # JAX computes in float32 (no float64 unless enabled for the whole process),
+            # which misses Python's round(b_S * (1 - r)) at exact ties, and a traced step
+            # cannot call Python. So the keep count of every b_S is tabulated in Python
+            # (float64, as on TensorFlow) whenever the rate is assigned, and the step looks
+            # its b_S up: the same counts, on every backend.
+            rate = self.add_weight(shape=(), initializer="zeros", dtype="float32",
+                                   trainable=False, name="forget_rate")
+            table = self.add_weight(shape=(KEEP_TABLE_SIZE,), dtype="int32",
+                                    initializer="zeros", trainable=False, name="keep_table")
+            self._keep_table = table
+            self.forget_rate = KeepTableRate(rate, table)
+            self.forget_rate.assign(0.0)
         self.optimizer1 = None
         self.optimizer2 = None
 
@@ -217,9 +268,11 @@ class CoTeaching(keras.Model):
         act on ``model.optimizer`` (``LearningRateScheduler``, ``ReduceLROnPlateau``) do not
         apply; change ``optimizer1/2.learning_rate`` directly or re-compile.
         """
-        kwargs.setdefault("jit_compile", False)
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=None, **kwargs)
-        strategy = self.distribute_strategy
+        strategy = self.distribute_strategy if backend == "tensorflow" else devices.OneDevice()
         with strategy.scope():  # the optimizer slots must be mirrored like the weights
             optimizer1 = keras.optimizers.get(optimizer1)
             optimizer2 = keras.optimizers.get(optimizer2)
@@ -241,6 +294,9 @@ class CoTeaching(keras.Model):
             optimizer2.build(self.net2.trainable_variables)
         self.optimizer1 = optimizer1
         self.optimizer2 = optimizer2
+        if backend == "jax":
+            # Keras' JAX trainer carries `self.optimizer.variables` as the step's state.
+            self.optimizer = OptimizerPair(optimizer1, optimizer2)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Nothing to build: the networks are built and ``compile`` builds the optimizers.
@@ -259,8 +315,21 @@ class CoTeaching(keras.Model):
         """Net 1's class probabilities ``(b, num_classes)`` for an image batch or input dict."""
         return self.net1(self._image(x), training=training)
 
-    def train_step(self, data):
+    def train_step(self, *args):
         """One Co-teaching step on a batch; see the module docstring.
+
+        Keras' trainer of each backend calls it: ``train_step(data)`` on TensorFlow and
+        PyTorch, ``train_step(state, data)`` returning ``(logs, state)`` on JAX.
+        """
+        backend = keras.backend.backend()
+        if backend == "jax":
+            return self._jax_train_step(*args)
+        if backend == "torch":
+            return self._torch_train_step(*args)
+        return self._tf_train_step(*args)
+
+    def _tf_train_step(self, data):
+        """One Co-teaching step on a batch (TensorFlow); see the module docstring.
 
         Parameters
         ----------
@@ -279,6 +348,8 @@ class CoTeaching(keras.Model):
         Under ``tf.distribute`` this runs once per replica on its share of the batch (see the
         class Notes): ``b``, ``b_S``, ``keep`` and the picks are the replica's own.
         """
+        import tensorflow as tf
+
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         image = self._image(x)
@@ -368,9 +439,157 @@ class CoTeaching(keras.Model):
             self.kept_clean2_tracker.update_state(tf.gather(clean, pick2))
         return self._results(self._train_trackers)
 
+    # --- JAX and PyTorch: the same step in keras.ops ------------------------------------------
+    # The picks: each network's `keep` smallest losses, as a mask from the loss ranking (a
+    # traced JAX step cannot take a data-dependent top_k size); ties go to the lower index,
+    # as tf.math.top_k breaks them, so the picks are the TensorFlow step's.
+
+    def _neutral_inputs(self, x, y):
+        """``(image, y (b,) int32, from_s (b,) float32, clean (b,) float32 or None)``."""
+        ops = keras.ops
+        image = self._image(x)
+        y = ops.reshape(ops.cast(y, "int32"), (-1,))
+        if isinstance(x, dict) and "from_s" in x:
+            from_s = ops.reshape(ops.cast(x["from_s"], "float32"), (-1,))
+        else:
+            from_s = ops.ones((ops.shape(y)[0],), "float32")
+        clean = None
+        if isinstance(x, dict) and "clean" in x:
+            clean = ops.reshape(ops.cast(x["clean"], "float32"), (-1,))
+        return image, y, from_s, clean
+
+    @staticmethod
+    def _neutral_keep(table, from_s):
+        """keep = round(b_S (1 - r)) clipped to [min(1, b_S), b_S], looked up by b_S."""
+        ops = keras.ops
+        b_s = ops.cast(ops.round(ops.sum(from_s)), "int32")
+        return ops.take(table, ops.minimum(b_s, KEEP_TABLE_SIZE - 1))
+
+    @staticmethod
+    def _exchange(y, p1, p2, keep):
+        """Per-sample losses, picks and exchange losses (mean over the peer's picks)."""
+        ops = keras.ops
+        ce1 = keras.losses.sparse_categorical_crossentropy(y, p1)
+        ce2 = keras.losses.sparse_categorical_crossentropy(y, p2)
+        m1 = small_loss_mask(ops.stop_gradient(ce1), keep)
+        m2 = small_loss_mask(ops.stop_gradient(ce2), keep)
+        n_pick = ops.cast(keep, "float32")
+        loss1 = ops.divide_no_nan(ops.sum(ops.where(m2, ce1, 0.0)), n_pick)
+        loss2 = ops.divide_no_nan(ops.sum(ops.where(m1, ce2, 0.0)), n_pick)
+        return loss1, loss2, m1, m2, n_pick
+
+    def _neutral_track(self, y, p1, p2, from_s, clean, out):
+        """Update the training trackers as the TensorFlow step does."""
+        loss1, loss2, m1, m2, n_pick = out
+        self.loss1_tracker.update_state(loss1, sample_weight=n_pick)
+        self.loss2_tracker.update_state(loss2, sample_weight=n_pick)
+        self.acc1_tracker.update_state(self._neutral_correct(y, p1), sample_weight=from_s)
+        self.acc2_tracker.update_state(self._neutral_correct(y, p2), sample_weight=from_s)
+        self.keep_tracker.update_state(n_pick)
+        if clean is not None:  # per-sample means over the picks
+            self.kept_clean1_tracker.update_state(clean, sample_weight=keras.ops.cast(
+                m1, "float32"))
+            self.kept_clean2_tracker.update_state(clean, sample_weight=keras.ops.cast(
+                m2, "float32"))
+        return {m.name: m.result() for m in self._train_trackers}
+
+    @staticmethod
+    def _neutral_correct(y, probs):
+        ops = keras.ops
+        return ops.cast(ops.equal(ops.cast(ops.argmax(probs, axis=-1), "int32"), y), "float32")
+
+    @staticmethod
+    def _neutral_reg(losses):
+        total = keras.ops.zeros((), "float32")
+        for v in losses:
+            total = total + keras.ops.cast(v, "float32")
+        return total
+
+    def _torch_train_step(self, data):
+        """The step on PyTorch (keras.io, "Customizing what happens in fit() with
+        PyTorch"): one forward pass per network, one backward pass, two optimizers."""
+        import torch
+
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        image, y, from_s, clean = self._neutral_inputs(x, y)
+        keep = self._neutral_keep(self._keep_table, from_s)
+        self.zero_grad()
+        p1 = self.net1(image, training=True)
+        p2 = self.net2(image, training=True)
+        out = self._exchange(y, p1, p2, keep)
+        reg1, reg2 = self._neutral_reg(self.net1.losses), self._neutral_reg(self.net2.losses)
+        # total1 depends on net1's variables only and total2 on net2's: one backward pass.
+        total = (self.optimizer1.scale_loss(out[0] + reg1)
+                 + self.optimizer2.scale_loss(out[1] + reg2))
+        total.backward()
+        with torch.no_grad():
+            for net, opt in ((self.net1, self.optimizer1), (self.net2, self.optimizer2)):
+                variables = net.trainable_variables
+                opt.apply([v.value.grad for v in variables], variables)
+        return self._neutral_track(y, p1, p2, from_s, clean, out)
+
+    def _jax_train_step(self, state, data):
+        """The step on JAX (keras.io, "Customizing what happens in fit() with JAX"):
+        stateless; the state is split per network (variables, BatchNorm statistics and
+        optimizer slots), each network's gradient comes from one ``jax.value_and_grad``."""
+        import jax
+
+        tv, ntv, ov, mv = state
+        pos = self._positions()
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        image, y, from_s, clean = self._neutral_inputs(x, y)
+        keep = self._neutral_keep(ntv[pos.table], from_s)
+        ntv1, ntv2 = pos.take(ntv, pos.nt1), pos.take(ntv, pos.nt2)
+        n_o1 = len(self.optimizer1.variables)
+        ov1, ov2 = list(ov[:n_o1]), list(ov[n_o1:])
+        scale_mapping = (list(zip(self.optimizer1.variables, ov1))
+                         + list(zip(self.optimizer2.variables, ov2)))
+
+        def loss_fn(tv1, tv2):
+            p1, new1, losses1 = self.net1.stateless_call(tv1, ntv1, image, training=True,
+                                                         return_losses=True)
+            p2, new2, losses2 = self.net2.stateless_call(tv2, ntv2, image, training=True,
+                                                         return_losses=True)
+            out = self._exchange(y, p1, p2, keep)
+            with keras.StatelessScope(state_mapping=scale_mapping):
+                total = (self.optimizer1.scale_loss(out[0] + self._neutral_reg(losses1))
+                         + self.optimizer2.scale_loss(out[1] + self._neutral_reg(losses2)))
+            return total, (p1, p2, new1, new2, out)
+
+        grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
+        (_, (p1, p2, new1, new2, out)), (g1, g2) = grad_fn(pos.take(tv, pos.t1),
+                                                            pos.take(tv, pos.t2))
+        tv1, ov1 = self.optimizer1.stateless_apply(ov1, g1, pos.take(tv, pos.t1))
+        tv2, ov2 = self.optimizer2.stateless_apply(ov2, g2, pos.take(tv, pos.t2))
+        tv = merge(tv, (pos.t1, tv1), (pos.t2, tv2))
+        ntv = merge(ntv, (pos.nt1, new1), (pos.nt2, new2))
+        logs, mv = stateless_metrics(self, mv, lambda: self._neutral_track(
+            y, p1, p2, from_s, clean, out))
+        return logs, (tv, ntv, list(ov1) + list(ov2), mv)
+
+    def _positions(self):
+        """Where each network's variables sit in this model's state lists (JAX)."""
+        if getattr(self, "_pos", None) is None:
+            self._pos = Positions(self, (self.net1, self.net2), table=self._keep_table)
+        return self._pos
+
+    def _neutral_test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        image = self._image(x)
+        y = keras.ops.reshape(keras.ops.cast(y, "int32"), (-1,))
+        p1 = self.net1(image, training=False)
+        p2 = self.net2(image, training=False)
+        self.test_acc1_tracker.update_state(self._neutral_correct(y, p1),
+                                            sample_weight=sample_weight)
+        self.test_acc2_tracker.update_state(self._neutral_correct(y, p2),
+                                            sample_weight=sample_weight)
+        return {m.name: m.result() for m in self._test_trackers}
+
     def _authors_step(self, image, y, from_s, clean, keep):
         """The authors' step (selection="authors"): picks from an inference-mode pass, then
         each network trained on its peer's picks as ``train_on_batch(picked)`` would be."""
+        import tensorflow as tf
+
         # Their predict(): BatchNorm uses the moving statistics, nothing is updated.
         q1 = self.net1(image, training=False)
         q2 = self.net2(image, training=False)
@@ -400,8 +619,11 @@ class CoTeaching(keras.Model):
             self.kept_clean2_tracker.update_state(tf.gather(clean, pick2))
         return self._results(self._train_trackers)
 
-    def test_step(self, data):
+    def test_step(self, *args):
         """Accuracy of both networks (inference mode) on a batch.
+
+        ``test_step(data)`` on TensorFlow and PyTorch, ``test_step(state, data)`` returning
+        ``(logs, state)`` on JAX (the stateful code run in a ``keras.StatelessScope``).
 
         Parameters
         ----------
@@ -414,6 +636,17 @@ class CoTeaching(keras.Model):
         dict
             ``{"accuracy1": ..., "accuracy2": ...}`` (running means over the evaluation).
         """
+        backend = keras.backend.backend()
+        if backend == "jax":
+            tv, ntv, mv = args[0]
+            logs, mv = stateless_metrics(self, mv, lambda: self._neutral_test_step(args[1]),
+                                         variables=(tv, ntv))
+            return logs, (tv, ntv, mv)
+        if backend == "torch":
+            return self._neutral_test_step(*args)
+        import tensorflow as tf
+
+        data = args[0]
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         image = self._image(x)
         y = tf.reshape(tf.cast(y, tf.int32), [-1])
@@ -431,6 +664,8 @@ class CoTeaching(keras.Model):
         the replicas' returned values, which for weighted means is not the mean over all
         samples. So the replicas' totals and counts are summed first (one all-reduce).
         """
+        import tensorflow as tf
+
         ctx = tf.distribute.get_replica_context()
         if ctx is None or ctx.num_replicas_in_sync == 1:
             return {m.name: m.result() for m in trackers}
@@ -443,11 +678,15 @@ class CoTeaching(keras.Model):
     @staticmethod
     def _correct(y, probs):
         """(b,) float32, 1 where argmax(probs) == y."""
+        import tensorflow as tf
+
         return tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), y), tf.float32)
 
     @staticmethod
     def _reg_loss(net):
         """Sum of the network's regularisation losses (0 if it has none)."""
+        import tensorflow as tf
+
         losses = net.losses
         if not losses:
             return tf.constant(0.0, tf.float32)
@@ -591,7 +830,7 @@ def train_two_networks(config, data, y_noisy, s_idx, c_idx, *, seed, forget_rate
     clean = data.y_train == y_noisy
     schedule = training.PiecewiseLR(config.lr, COT_BOUNDARIES, COT_FACTORS,
                                  paper_epochs=PAPER_EPOCHS, epochs=config.epochs)
-    keras.utils.set_random_seed(seed)
+    utils.set_random_seed(seed)
     strategy = devices.device_strategy(config.devices)
     with strategy.scope():  # --devices: build, compile and make the optimizers on them
         if standard:
@@ -660,8 +899,9 @@ def train_two_networks(config, data, y_noisy, s_idx, c_idx, *, seed, forget_rate
             phases = [(make(0), 0, config.epochs)]
     for make_phase, begin, end in phases:
         if start < end:
-            model.fit(make_phase(start - begin), epochs=end, initial_epoch=start,
-                      validation_data=test, validation_batch_size=1024, callbacks=callbacks,
+            ds = make_phase(start - begin)
+            model.fit(ds, epochs=end, initial_epoch=start, validation_data=test,
+                      validation_batch_size=1024, callbacks=[*callbacks, *epoch_callbacks(ds)],
                       verbose=config.verbose, shuffle=False)
             start = end
     return utils.read_jsonl(log)

@@ -5,7 +5,8 @@ the training step on its share, Keras scales each replica's loss by 1/replicas a
 optimizer sums the gradients across replicas (an all-reduce) before one identical update of
 every copy of the weights.
 
-TensorFlow and Keras are imported inside the functions (the flags need only the names).
+TensorFlow and Keras are imported inside the functions (the flags need only the names). On
+the JAX and PyTorch backends there is one device (:class:`OneDevice`); ``all`` is refused.
 """
 
 DEVICES = ("default", "all")
@@ -21,6 +22,25 @@ DEVICES_HELP = (
     "GPUs with CUDA_VISIBLE_DEVICES.")
 
 _STRATEGIES = {}
+
+
+class OneDevice:
+    """The strategy stand-in on the JAX and PyTorch backends: one device (the backend's
+    default: the first GPU if any, else the CPU), ``scope()`` changes nothing. Keras
+    places the variables and the compiled steps itself; tf.distribute is not involved."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _backend():
+    import keras
+
+    return keras.backend.backend()
 
 
 def device_strategy(devices="default"):
@@ -49,10 +69,15 @@ def device_strategy(devices="default"):
     Listing the devices initialises TensorFlow's runtime, after which the logical device
     configuration can no longer change.
     """
-    import tensorflow as tf
-
     if devices not in DEVICES:
         raise ValueError(f"--devices must be one of {DEVICES}, got {devices!r}")
+    if _backend() != "tensorflow":
+        if devices == "all":
+            raise ValueError(f"--devices all is tf.distribute (TensorFlow only), not "
+                             f"available on the {_backend()} backend: use --devices default")
+        return OneDevice()
+    import tensorflow as tf
+
     if devices == "default":
         return tf.distribute.get_strategy()
     if devices not in _STRATEGIES:
@@ -65,7 +90,12 @@ def device_strategy(devices="default"):
 
 def strategy_devices(strategy):
     """The devices a strategy's replicas run on (one name per replica); for the default
-    strategy, the one device TensorFlow places work on by default."""
+    strategy, the one device TensorFlow places work on by default (on JAX / PyTorch, the
+    backend's first device)."""
+    if isinstance(strategy, OneDevice):
+        import keras
+
+        return [keras.distribution.list_devices()[0]]
     import tensorflow as tf
 
     if strategy.num_replicas_in_sync > 1:

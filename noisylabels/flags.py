@@ -104,6 +104,50 @@ def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch siz
                         "for GPU tensor cores (with loss scaling). Softmax outputs and losses "
                         "stay float32 (docs/speed.md)")
     thread_settings.add_arguments(p)  # --intra_op_threads, --inter_op_threads
+    add_backend_argument(p)
+
+
+# --- Keras backend (--backend): see docs/backends.md -------------------------------------
+BACKEND_HELP = (
+    "Keras 3 backend: tensorflow (the default, fastest on CPUs), jax or torch (for GPUs, or "
+    "where JAX / PyTorch is what is installed; TensorFlow is then not imported). Default: "
+    "the KERAS_BACKEND environment variable, else tensorflow. On jax and torch, --devices "
+    "all (tf.distribute) and --selection authors are refused (see docs/backends.md)")
+
+
+def add_backend_argument(parser):
+    """``--backend {tensorflow,jax,torch}`` (default None: ``KERAS_BACKEND`` or
+    tensorflow); :func:`utils.load_backend` applies it before Keras loads."""
+    parser.add_argument("--backend", type=str, default=None, choices=utils.BACKENDS,
+                        help=BACKEND_HELP)
+
+
+def check_backend_arguments(parser, args):
+    """Refuse, through ``parser.error`` (exit status 2, before anything is written), an
+    unknown ``KERAS_BACKEND``, a backend whose package is missing, and what the chosen
+    backend cannot run: ``--devices all`` (tf.distribute) and ``--selection authors``
+    (a data-dependent pick size in a compiled step) need TensorFlow."""
+    import importlib.util
+
+    try:
+        backend = utils.resolve_backend(args.backend)
+    except ValueError as err:
+        parser.error(str(err))
+    module, pip_name = utils.BACKEND_PACKAGES[backend]
+    if importlib.util.find_spec(module) is None:
+        parser.error(f"--backend {backend}: the package '{module}' is not installed: "
+                     f"pip install {pip_name}, or choose another --backend")
+    if backend == "tensorflow":
+        return
+    if getattr(args, "devices", "default") == "all":
+        parser.error(f"--devices all is tf.distribute (TensorFlow only), not available on "
+                     f"--backend {backend}: use --devices default (one device; choose it with "
+                     "CUDA_VISIBLE_DEVICES), or --backend tensorflow")
+    if getattr(args, "selection", "fused") == "authors":
+        parser.error(f"--selection authors is available on --backend tensorflow only (its "
+                     f"picked-subset passes have a data-dependent size), not on {backend}: "
+                     "use --selection fused, or --backend tensorflow")
+# --- end of --backend ----------------------------------------------------------------------
 
 
 def set_precision(precision):

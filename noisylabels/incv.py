@@ -287,7 +287,7 @@ def make_incv_train_fn(config, data, y_noisy, *, seed, out, printer, runs_done=0
     so that a resumed INCV, ``runs_done`` runs in, carries on from the right one.
     """
     carry = config.optimizer == "carry"
-    keras.utils.set_random_seed(seed)
+    utils.set_random_seed(seed)
     model = training.build_classifier(config.arch, data, devices.device_strategy(config.devices),
                                       lr=config.lr)
     initial = model.get_weights()
@@ -385,7 +385,7 @@ def clean_labels(x, y_noisy, *, build_model, num_classes=None, noise_type="sym",
         raise ValueError(f"y_noisy must be in [0, {c}) (num_classes), got {y.min()}..{y.max()}")
     if y_true is not None:
         y_true = noise._check_labels(y_true, "y_true")
-    keras.utils.set_random_seed(seed)
+    utils.set_random_seed(seed)
     model = build_model(tuple(x.shape[1:]), c)
     if getattr(model, "optimizer", None) is None:
         training.compile_classifier(model, lr=lr)
@@ -417,7 +417,7 @@ def make_incv_train_pair_fn(config, data, y_noisy, *, seed, out, printer):
     """INCV's two runs of an iteration side by side (``paired.PairedNetworks``), both
     from the same initial weights, which are those :func:`make_incv_train_fn` uses for the
     same seed. The ``train_pair_fn`` of :func:`incv_select`."""
-    keras.utils.set_random_seed(seed)
+    utils.set_random_seed(seed)
     initial = models_initial_weights(config.arch, data)
     pair = paired.build_paired_classifiers(config.arch, data, lr=config.lr)
     schedule = training.PiecewiseLR(config.lr, INCV_BOUNDARIES, INCV_FACTORS,

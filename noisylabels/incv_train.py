@@ -90,7 +90,7 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
     The labels, then the method's selection (INCV, a one-round selector) or the baseline's
     forget rate, then the training every method shares (``coteaching.train_two_networks``).
     """
-    from . import coteaching  # Keras-based: loaded by main() after utils.load_tensorflow()
+    from . import coteaching  # Keras-based: loaded by main() after utils.load_backend()
 
     t0 = time.time()
     run = _run_labels(args, data, method, pattern, ratio, seed, out, T)
@@ -146,6 +146,9 @@ def _run_labels(args, data, method, pattern, ratio, seed, out, T):
                "clean_labels_known": bool(data.clean_known)}
     if data.class_names:
         summary["class_names"] = list(data.class_names)
+    import keras
+
+    summary["backend"] = keras.backend.backend()  # --backend / KERAS_BACKEND, as run
     if data.provenance is not None:
         summary["data_provenance"] = data.provenance
     if method != "standard":
@@ -416,6 +419,7 @@ def parse_args(argv=None):
                 "--devices all, or --devices default")
     if args.incv_only and args.incv_results:
         p.error("--incv_only and --incv_results contradict each other: choose one")
+    flags.check_backend_arguments(p, args)
     return args
 
 
@@ -426,10 +430,12 @@ def run_dir(args, dataset, pattern, ratio, method, seed):
 
 def main(args):
     thread_choice = threads.settings_from_args(args)  # before TensorFlow builds its pools
-    utils.load_tensorflow(threads=thread_choice)
-    thread_record = threads.record(thread_choice, threads.effective())
+    utils.load_backend(args.backend, threads=thread_choice)
+    # thread settings are TensorFlow's (None on JAX / PyTorch)
+    thread_record = (threads.record(thread_choice, threads.effective())
+                     if utils.resolve_backend(args.backend) == "tensorflow" else None)
     flags.set_precision(args.precision)
-    from . import incv  # Keras-based: after load_tensorflow()
+    from . import incv  # Keras-based: after load_backend()
 
     printer = print
     # checks --devices; runs build their models on it

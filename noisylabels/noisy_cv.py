@@ -73,6 +73,7 @@ def parse_args(argv=None):
                         "one --task of a split grid)")
     args = p.parse_args(argv)
     flags.check_run_arguments(p, args)
+    flags.check_backend_arguments(p, args)
     return args
 
 
@@ -203,6 +204,9 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
                    **({"class_names": data.class_names} if data.class_names else {}))
     if data.provenance is not None:
         summary["data_provenance"] = data.provenance
+    import keras
+
+    summary["backend"] = keras.backend.backend()  # --backend / KERAS_BACKEND, as run
     if y_true is not None:
         setting = pattern if ratio is None else f"{pattern} e={ratio:g}"
         plots.plot_confusion_vs_transition(
@@ -227,12 +231,13 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
 
 def main(args):
     thread_choice = threads.settings_from_args(args)  # before TensorFlow builds its pools
-    utils.load_tensorflow(threads=thread_choice)
-    thread_record = threads.record(thread_choice, threads.effective())
+    utils.load_backend(args.backend, threads=thread_choice)
+    # thread settings are TensorFlow's (None on JAX / PyTorch)
+    thread_record = (threads.record(thread_choice, threads.effective())
+                     if utils.resolve_backend(args.backend) == "tensorflow" else None)
     flags.set_precision(args.precision)
-    import keras
 
-    from . import training  # Keras-based: after load_tensorflow()
+    from . import training  # Keras-based: after load_backend()
 
     printer = print
     strategy = devices.run_strategy(args.devices, batch_size=args.batch_size, printer=printer)
@@ -261,7 +266,7 @@ def main(args):
     with preemption.installed():  # SIGTERM / SIGUSR1: stop after an epoch's checkpoint
         for k, (seed, pattern, ratio, out) in enumerate(todo, 1):
             if seed != current_seed:
-                keras.utils.set_random_seed(seed)  # same init for every ratio of a seed
+                utils.set_random_seed(seed)  # same init for every ratio of a seed
                 model = training.build_classifier(args.arch, data, strategy, lr=args.lr)
                 initial, current_seed = model.get_weights(), seed
             with locks.RunLock(out, printer=printer):  # one process per run directory

@@ -5,7 +5,8 @@ counterpart of ``training.train_and_predict``.
 
 import keras
 
-from .pipelines import make_paired_dataset
+from .backend_steps import OptimizerPair, Positions, merge, stateless_metrics
+from .pipelines import epoch_callbacks, make_paired_dataset
 from .training import (
     EpochSchedule,
     HeldOutMonitor,
@@ -45,7 +46,8 @@ class PairedNetworks(keras.Model):
     network with ``net1.predict`` / ``net2.predict``. Under a ``mixed_float16`` policy each
     optimizer is wrapped in a ``LossScaleOptimizer`` as ``keras.Model.compile`` does.
     One device only (no ``tf.distribute`` replicas): each step is small enough that its two
-    networks are the parallelism.
+    networks are the parallelism. Runs on every Keras backend (one ``train_step`` per
+    backend, as keras.io's guides write them; JAX's is stateless).
     """
 
     def __init__(self, net1, net2, **kwargs):
@@ -69,9 +71,11 @@ class PairedNetworks(keras.Model):
         """One optimizer per network (two instances); ``kwargs`` go to ``Model.compile``
         (e.g. ``steps_per_execution``; ``jit_compile`` defaults to False, which is
         faster on a CPU)."""
-        kwargs.setdefault("jit_compile", False)
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=None, **kwargs)
-        if self.distribute_strategy.num_replicas_in_sync > 1:
+        if backend == "tensorflow" and self.distribute_strategy.num_replicas_in_sync > 1:
             raise ValueError("PairedNetworks trains on one device: with several replicas "
                              "(--devices all) train the two runs one after the other "
                              "(--incv_parallel sequential)")
@@ -84,6 +88,9 @@ class PairedNetworks(keras.Model):
         opts[0].build(self.net1.trainable_variables)
         opts[1].build(self.net2.trainable_variables)
         self.optimizer1, self.optimizer2 = opts
+        if backend == "jax":
+            # Keras' JAX trainer carries `self.optimizer.variables` as the step's state.
+            self.optimizer = OptimizerPair(*opts)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         return None  # networks and optimizers are built already
@@ -98,7 +105,85 @@ class PairedNetworks(keras.Model):
             loss = loss + keras.ops.cast(reg, "float32")
         return loss
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        """Both networks' steps: ``train_step(data)`` on TensorFlow and PyTorch,
+        ``train_step(state, data)`` returning ``(logs, state)`` on JAX."""
+        backend = keras.backend.backend()
+        if backend == "jax":
+            return self._jax_train_step(*args)
+        if backend == "torch":
+            return self._torch_train_step(*args)
+        return self._tf_train_step(*args)
+
+    def _track(self, ys, ps, losses):
+        """Update the trackers (any backend; stateful) and return the logs."""
+        ops = keras.ops
+        for k, (y, p, loss) in enumerate(zip(ys, ps, losses)):
+            y = ops.reshape(ops.cast(y, "int32"), (-1,))
+            self._trackers[2 * k].update_state(loss, sample_weight=ops.shape(y)[0])
+            hit = ops.equal(ops.cast(ops.argmax(p, axis=-1), "int32"), y)
+            self._trackers[2 * k + 1].update_state(ops.cast(hit, "float32"))
+        return {m.name: m.result() for m in self._trackers}
+
+    def _torch_train_step(self, data):
+        """PyTorch (keras.io, "Customizing what happens in fit() with PyTorch")."""
+        import torch
+
+        (x1, x2), (y1, y2), _ = keras.utils.unpack_x_y_sample_weight(data)
+        nets, opts = (self.net1, self.net2), (self.optimizer1, self.optimizer2)
+        self.zero_grad()
+        p1 = self.net1(x1, training=True)
+        p2 = self.net2(x2, training=True)
+        loss1, loss2 = self._loss(nets[0], y1, p1), self._loss(nets[1], y2, p2)
+        (opts[0].scale_loss(loss1) + opts[1].scale_loss(loss2)).backward()
+        with torch.no_grad():
+            for net, opt in zip(nets, opts):
+                variables = net.trainable_variables
+                opt.apply([v.value.grad for v in variables], variables)
+        return self._track((y1, y2), (p1, p2), (loss1, loss2))
+
+    def _jax_train_step(self, state, data):
+        """JAX (keras.io, "Customizing what happens in fit() with JAX"): stateless, the
+        state split per network, each network's gradient from one value_and_grad."""
+        import jax
+
+        tv, ntv, ov, mv = state
+        if getattr(self, "_pos", None) is None:
+            self._pos = Positions(self, (self.net1, self.net2))
+        pos = self._pos
+        (x1, x2), (y1, y2), _ = keras.utils.unpack_x_y_sample_weight(data)
+        n_o1 = len(self.optimizer1.variables)
+        ov1, ov2 = list(ov[:n_o1]), list(ov[n_o1:])
+        ntv1, ntv2 = pos.take(ntv, pos.nt1), pos.take(ntv, pos.nt2)
+        mapping = (list(zip(self.optimizer1.variables, ov1))
+                   + list(zip(self.optimizer2.variables, ov2)))
+
+        def loss_fn(tv1, tv2):
+            out = []
+            for net, tvk, ntvk, x, y in ((self.net1, tv1, ntv1, x1, y1),
+                                         (self.net2, tv2, ntv2, x2, y2)):
+                p, new, losses = net.stateless_call(tvk, ntvk, x, training=True,
+                                                    return_losses=True)
+                loss = self._loss_fn(y, keras.ops.cast(p, "float32"))
+                for reg in losses:
+                    loss = loss + keras.ops.cast(reg, "float32")
+                out.append((p, new, loss))
+            with keras.StatelessScope(state_mapping=mapping):
+                total = (self.optimizer1.scale_loss(out[0][2])
+                         + self.optimizer2.scale_loss(out[1][2]))
+            return total, out
+
+        grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
+        (_, out), (g1, g2) = grad_fn(pos.take(tv, pos.t1), pos.take(tv, pos.t2))
+        tv1, ov1 = self.optimizer1.stateless_apply(ov1, g1, pos.take(tv, pos.t1))
+        tv2, ov2 = self.optimizer2.stateless_apply(ov2, g2, pos.take(tv, pos.t2))
+        tv = merge(tv, (pos.t1, tv1), (pos.t2, tv2))
+        ntv = merge(ntv, (pos.nt1, out[0][1]), (pos.nt2, out[1][1]))
+        logs, mv = stateless_metrics(self, mv, lambda: self._track(
+            (y1, y2), (out[0][0], out[1][0]), (out[0][2], out[1][2])))
+        return logs, (tv, ntv, list(ov1) + list(ov2), mv)
+
+    def _tf_train_step(self, data):
         import tensorflow as tf
 
         (x1, x2), (y1, y2), _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -224,7 +309,8 @@ def train_pair_and_predict(pair, initial_weights, parts, *, epochs, batch_size, 
            StopAtEpochEnd()]  # last: a SIGTERM stops the pair after the epoch's logs
     ds = make_paired_dataset(parts[0][0], parts[0][1], parts[1][0], parts[1][1],
                              batch_size=batch_size, augment=augment, seed=seed)
-    history = pair.fit(ds, epochs=epochs, callbacks=cbs, verbose=verbose, shuffle=False)
+    history = pair.fit(ds, epochs=epochs, callbacks=[*cbs, *epoch_callbacks(ds)],
+                       verbose=verbose, shuffle=False)
     probs = tuple(net.predict(p[2], batch_size=1024, verbose=0)
                   for net, p in zip((pair.net1, pair.net2), parts))
     infos = tuple({"history": history.history,

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from . import devices, metrics, preemption, utils
-from .pipelines import make_train_dataset
+from .pipelines import epoch_callbacks, make_train_dataset
 from .progress import Progress
 
 # The authors passed epsilon=1e-8 to every Adam (INCV.py, INCV_main.py, Verify_Theory.py), the
@@ -381,7 +381,8 @@ def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
            else StopAtEpochEnd()]
     ds = make_train_dataset(x_fit, y_fit, batch_size=batch_size, augment=augment, seed=seed,
                             first_epoch=start)
-    history = model.fit(ds, epochs=epochs, initial_epoch=start, callbacks=cbs,
+    history = model.fit(ds, epochs=epochs, initial_epoch=start,
+                        callbacks=[*cbs, *epoch_callbacks(ds)],
                         verbose=verbose, shuffle=False)
     probs = model.predict(x_held, batch_size=1024, verbose=0)
     best = monitor.best_epoch + 1 if keep_best and monitor.best_epoch is not None else None

@@ -1,7 +1,7 @@
 """Plumbing both scripts share: seeded random streams, run directories that never clobber
 an earlier run, atomic JSON / npz / figure writes, the resolved run configuration, loading
-TensorFlow quietly and the error-reporting entry point. The shared flags are in flags.py,
-the progress lines in progress.py.
+the Keras backend (TensorFlow quietly) and the error-reporting entry point. The shared flags
+are in flags.py, the progress lines in progress.py.
 
 Nothing here imports Keras or TensorFlow at module level (the scripts parse their flags
 before TensorFlow loads), nothing runs at import, and nothing prints (callers pass a
@@ -145,7 +145,6 @@ def run_config(args, **extra):
     """The resolved configuration of a run: every flag (but :data:`NOT_RECORDED`), plus
     versions and provenance."""
     import keras
-    import tensorflow as tf
 
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -157,30 +156,103 @@ def run_config(args, **extra):
     return {"args": recorded, **extra,
             "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
             "versions": {"python": platform.python_version(), "keras": keras.__version__,
-                         "backend": keras.backend.backend(), "tensorflow": tf.__version__,
+                         "backend": keras.backend.backend(), **backend_versions(),
                          "numpy": np.__version__},
             "git_commit": commit, "host": platform.node(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def load_tensorflow(*, threads=None):
-    """Import TensorFlow (and Keras) quietly, once, with the scripts' settings.
+# --backend: Keras 3's backends and the package each needs (import name, pip name).
+BACKENDS = ("tensorflow", "jax", "torch")
+BACKEND_PACKAGES = {"tensorflow": ("tensorflow", "tensorflow==2.21.0"),
+                    "jax": ("jax", "jax==0.10.2 jaxlib==0.10.2"),
+                    "torch": ("torch", "torch==2.13.0 (CPU build; see docs/backends.md for "
+                                       "CUDA)")}
+
+
+def resolve_backend(name=None):
+    """The Keras backend a run uses: ``name`` (``--backend``) if given, else the
+    ``KERAS_BACKEND`` environment variable, else "tensorflow" (the project's default, which
+    also wins over a backend set in ~/.keras/keras.json, so that a run is what its flags
+    and environment say). Raises ValueError for an unknown name."""
+    chosen = name or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    if chosen not in BACKENDS:
+        where = "--backend" if name else "KERAS_BACKEND"
+        raise ValueError(f"{where} '{chosen}' is not a Keras backend this project runs on: "
+                         f"choose one of {', '.join(BACKENDS)}")
+    return chosen
+
+
+def backend_versions():
+    """``{package: version}`` of the backend frameworks loaded in this process."""
+    out = {}
+    for pkg in BACKENDS:
+        mod = sys.modules.get(pkg)
+        if mod is not None:
+            out[pkg] = getattr(mod, "__version__", None)
+    return out
+
+
+def load_backend(name=None, *, threads=None):
+    """Choose Keras' backend and import Keras (quietly, once) with the scripts' settings.
 
     ``threads``: the thread settings to give TensorFlow before it runs its first op (a
     ``threads.choose_threads`` dict; None leaves TensorFlow's defaults), see threads.apply.
 
     Call it at the start of a script's ``main``, before any module that imports Keras.
-    Environment defaults (an explicit setting wins): ``TF_ENABLE_ONEDNN_OPTS=1``, oneDNN
+
+    Parameters
+    ----------
+    name : {"tensorflow", "jax", "torch"} or None
+        ``--backend``; None: ``KERAS_BACKEND``, else "tensorflow" (:func:`resolve_backend`).
+
+    Returns
+    -------
+    module
+        The imported ``keras``, whose ``keras.backend.backend()`` is the chosen backend.
+
+    Raises
+    ------
+    ValueError
+        The backend is unknown, its package is not installed (the message names the pip
+        command), or Keras was already imported in this process with another backend
+        (Keras picks its backend once, at import).
+
+    Notes
+    -----
+    Sets ``KERAS_BACKEND`` for this process (Keras reads it at import). With TensorFlow,
+    environment defaults (an explicit setting wins): ``TF_ENABLE_ONEDNN_OPTS=1``, oneDNN
     kernels, which TensorFlow enables by itself only on AVX-512 CPUs although they train
     1.4-1.5x faster on AVX2 CPUs too (tests/benchmark.py --onednn off; only the float
     rounding order changes); ``TF_CPP_MIN_LOG_LEVEL=3``, no C++ log lines such as "Could not
     find cuda drivers" on a CPU machine. The lines TensorFlow writes while it loads, before
     its logging is set up, ignore that level: they are held back and shown only when the
-    import fails or ``TF_CPP_MIN_LOG_LEVEL`` was set by the user.
+    import fails or ``TF_CPP_MIN_LOG_LEVEL`` was set by the user. On JAX and PyTorch
+    TensorFlow is not imported at all.
     """
-    if "tensorflow" in sys.modules:
-        _threads.apply(threads, printer=lambda text: print(text, file=sys.stderr))
-        return sys.modules["tensorflow"]
+    import importlib.util
+
+    chosen = resolve_backend(name)
+    flag = "--backend" if name else ("KERAS_BACKEND" if os.environ.get("KERAS_BACKEND")
+                                     else "the default backend")
+    if "keras" in sys.modules:
+        loaded = sys.modules["keras"].backend.backend()
+        if loaded != chosen:
+            raise ValueError(f"{flag} {chosen}: Keras is already loaded in this process with "
+                             f"the {loaded} backend (Keras picks its backend once, at import)"
+                             ": set KERAS_BACKEND before Python starts")
+        if chosen == "tensorflow":
+            _threads.apply(threads, printer=lambda text: print(text, file=sys.stderr))
+        return sys.modules["keras"]
+    module, pip_name = BACKEND_PACKAGES[chosen]
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"{flag} {chosen}: the package '{module}' is not installed: "
+                         f"pip install {pip_name}, or choose another --backend")
+    os.environ["KERAS_BACKEND"] = chosen
+    if chosen != "tensorflow":
+        import keras
+
+        return keras
     user_level = "TF_CPP_MIN_LOG_LEVEL" in os.environ
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -189,8 +261,8 @@ def load_tensorflow(*, threads=None):
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
-            import keras  # noqa: F401  (loads TensorFlow, its backend)
-            import tensorflow as tf
+            import keras  # loads TensorFlow, its backend
+            import tensorflow  # noqa: F401
         except BaseException:
             user_level = True
             raise
@@ -201,7 +273,43 @@ def load_tensorflow(*, threads=None):
                 held.seek(0)
                 sys.stderr.write(held.read().decode(errors="replace"))
     _threads.apply(threads, printer=lambda text: print(text, file=sys.stderr))
-    return tf
+    return keras
+
+
+def set_random_seed(seed):
+    """``keras.utils.set_random_seed(seed)`` (Python, numpy, Keras' seed; PyTorch's on that
+    backend) without importing TensorFlow on the JAX and PyTorch backends.
+
+    Keras also seeds TensorFlow whenever it is importable, which imports it (seconds, and
+    hundreds of MB) in a JAX or PyTorch run on a machine where it happens to be installed.
+    Keras' lazy TensorFlow handle is marked unavailable for that call only (a private Keras
+    attribute: if it is gone, the call is Keras' own and TensorFlow may load).
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(int(seed))
+        return
+    try:
+        from keras.src.utils import module_utils
+
+        lazy = module_utils.tensorflow
+        saved = lazy._available
+    except (ImportError, AttributeError):
+        keras.utils.set_random_seed(int(seed))
+        return
+    lazy._available = False
+    try:
+        keras.utils.set_random_seed(int(seed))
+    finally:
+        lazy._available = saved
+
+
+def load_tensorflow(*, threads=None):
+    """The TensorFlow backend (:func:`load_backend` ``("tensorflow")``); returns the
+    ``tensorflow`` module. Kept for callers that need TensorFlow itself."""
+    load_backend("tensorflow", threads=threads)
+    return sys.modules["tensorflow"]
 
 
 class TrainingDiverged(RuntimeError):
