@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # The paper's three findings on CIFAR-10 at CPU scale (2 cores), one resumable command.
 #
-#   ./reproduce_cifar10_cpu.sh [all|theory|scaling|incv|table1|selection|optimizer]   (default: all)
+#   ./reproduce_cifar10_cpu.sh [all|theory|scaling|incv|table1|selection|optimizer|pilots]
+#                                                                              (default: all)
+#
+# 'pilots' (not part of 'all') runs the pilots that looked for Table 1's CPU-scale regime
+# (docs/table1-regime.md): standard training and one INCV iteration with ResNet-20 without
+# augmentation, sym 0.5, each to its last epoch (the recorded pilots were stopped earlier).
 #
 # Each part is sized for at most ~3 hours on 2 CPU cores (see docs/results-cifar10-cpu.md for
 # the measured seconds per epoch and the expected wall time of each part).
@@ -22,8 +27,8 @@ fi
 DATA_DIR=${DATA_DIR:-data}
 OUT=${OUT:-results/cifar10-cpu}
 PART=${1:-all}
-case "$PART" in all|theory|scaling|incv|table1|selection|optimizer) ;; *)
-    echo "error: unknown part '$PART': choose all, theory, scaling, incv, table1, selection or optimizer" >&2
+case "$PART" in all|theory|scaling|incv|table1|selection|optimizer|pilots) ;; *)
+    echo "error: unknown part '$PART': choose all, theory, scaling, incv, table1, selection, optimizer or pilots" >&2
     exit 2;;
 esac
 
@@ -124,6 +129,30 @@ if [[ $PART == all || $PART == optimizer ]]; then
         --incv_optimizer carry \
         --noise_pattern sym --noisy_ratio 0.5 --results_dir "$OUT/incv-carry" \
         --skip_existing $(started "$OUT/incv-carry" sym 0.5 incv)
+fi
+
+if [[ $PART == pilots ]]; then
+    # Table 1's regime (docs/table1-regime.md): does standard training on sym 0.5 fit the noisy
+    # labels, does its clean test accuracy peak and fall, and is INCV's first selection clean?
+    # ResNet-20 without augmentation (it fits 2,500 noisy images in 25 epochs, theory part),
+    # 5,000 images; float32 vs mixed_bfloat16 (the CPU's AVX-512 BF16), batch 128 vs 32
+    # (ResNet-20's BatchNorm momentum 0.99 over 40 vs 157 steps per epoch).
+    PILOT=("${COMMON[@]}" --arch resnet20 --augment none --n_train "$N_TRAIN" \
+        --noise_pattern sym --noisy_ratio 0.5)
+    BF16=(--precision mixed_bfloat16)
+    pilot() {  # pilot NAME METHOD FLAGS...: one pilot in $OUT/pilots/NAME
+        local name=$1 method=$2
+        shift 2
+        run "$PYTHON" incv_train.py "${PILOT[@]}" --method "$method" "$@" \
+            --results_dir "$OUT/pilots/$name" --skip_existing \
+            $(started "$OUT/pilots/$name" sym 0.5 "$method")
+    }
+    pilot p1-r20-none-n5k-e30 standard --epochs 30
+    pilot p2-r20-none-n5k-e30-bf16 standard --epochs 30 "${BF16[@]}"
+    pilot p4-r20-none-n5k-e30-bs32-bf16 standard --epochs 30 --batch_size 32 "${BF16[@]}"
+    pilot p5-incv1-r20-none-n5k-ie20-bs32-bf16 incv --incv_only --incv_iterations 1 \
+        --incv_epochs 20 --batch_size 32 "${BF16[@]}"
+    run "$PYTHON" table.py "$OUT/pilots"
 fi
 
 echo "done: $PYTHON table.py $OUT"

@@ -97,3 +97,41 @@ def test_unknown_part(tmp_path, part):
     proc, calls = _run(tmp_path, part)
     assert proc.returncode == 2 and calls == []
     assert f"unknown part '{part}'" in proc.stderr
+
+
+def test_pilots_part_runs_the_regime_pilots(tmp_path):
+    proc, calls = _run(tmp_path, "pilots", selection=False)  # needs no INCV selection
+    assert proc.returncode == 0, proc.stderr
+    parsed = [(c[0], _parse(c)) for c in calls]
+    runs = [a for s, a in parsed if s == "incv_train.py"]
+    assert len(runs) == 4 and [s for s, _ in parsed] == ["incv_train.py"] * 4 + ["table.py"]
+    assert {(a.arch, a.augment, a.n_train) for a in runs} == {("resnet20", "none", 5000)}
+    assert all(a.noise_pattern == ["sym"] and a.noisy_ratio == [0.5] for a in runs)
+    assert all(a.skip_existing and not a.resume and a.no_download for a in runs)
+    dirs = [os.path.basename(a.results_dir) for a in runs]
+    assert len(set(dirs)) == 4 and all(os.path.dirname(a.results_dir).endswith("pilots")
+                                       for a in runs)
+    standard = [a for a in runs if a.method == ["standard"]]
+    assert [(a.precision, a.batch_size, a.epochs) for a in standard] == [
+        ("float32", 128, 30), ("mixed_bfloat16", 128, 30), ("mixed_bfloat16", 32, 30)]
+    incv = [a for a in runs if a.method == ["incv"]]
+    assert len(incv) == 1 and incv[0].incv_only and incv[0].incv_iterations == 1
+    assert (incv[0].batch_size, incv[0].precision) == (32, "mixed_bfloat16")
+    assert parsed[-1][1].paths == [os.path.dirname(runs[0].results_dir)]
+
+
+def test_pilots_part_resumes_a_started_pilot(tmp_path):
+    started = (tmp_path / "out" / "pilots" / "p4-r20-none-n5k-e30-bs32-bf16" / "cifar10" /
+               "sym" / "0.5" / "standard" / "seed0")
+    started.mkdir(parents=True)
+    (started / "config.json").write_text("{}")
+    proc, calls = _run(tmp_path, "pilots", selection=False)
+    assert proc.returncode == 0, proc.stderr
+    resumed = [_parse(c).batch_size == 32 and _parse(c).method == ["standard"]
+               for c in calls if c[0] == "incv_train.py" and _parse(c).resume]
+    assert resumed == [True]
+
+
+def test_all_does_not_run_the_pilots(tmp_path):
+    _, calls = _run(tmp_path, "all")
+    assert not any("pilots" in arg for c in calls for arg in c)
