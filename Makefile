@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test quick demo cifar10-cpu clean
+.PHONY: setup test test-backend quick demo cifar10-cpu clean
 
 setup: $(STAMP)
 
@@ -15,6 +15,12 @@ $(STAMP): requirements.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The method-pinning checks (tests/backend_cases.py) on one Keras backend; `make test` runs
+# them on jax and torch as well (tests/test_backends.py), each in its own process.
+BACKEND ?= jax
+test-backend: $(STAMP)
+	KERAS_BACKEND=$(BACKEND) $(PY) -m pytest -q tests/backend_cases.py
 
 # The whole idea in under a minute of computing on 2 CPU cores, on scikit-learn's bundled
 # digits with 40% symmetric noise (the same noisy labels in both commands, from --seed 0):

@@ -40,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all CPUs)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--serve", action="store_true", help="run paths named on stdin")
+    p.add_argument("--device", default="cpu",
+                   help="torch device: cpu, cuda, or auto (cuda when available)")
     return p.parse_args(argv)
 
 
@@ -72,13 +74,13 @@ def torch_resnet(torch, depth, num_classes=10):
 def make_path(torch, args, x, y, kind):
     """One epoch of ``kind`` over (x, y); returns the images trained (counting each net's)."""
     depth = int(args.arch.replace("resnet", ""))
-    nets = [torch_resnet(torch, depth) for _ in range(1 if kind == "one" else 2)]
+    nets = [torch_resnet(torch, depth).to(x.device) for _ in range(1 if kind == "one" else 2)]
     opts = [torch.optim.Adam(n.parameters(), 1e-3) for n in nets]
     ce = torch.nn.functional.cross_entropy
     b = args.batch_size
 
     def epoch(upto=None):
-        order = torch.randperm(len(y))[:upto]
+        order = torch.randperm(len(y), device=y.device)[:upto]
         if kind == "pair":  # two halves, one per net, side by side: b images each per step
             halves = order[: len(order) // 2], order[len(order) // 2:]
             for start in range(0, len(halves[0]), b):
@@ -110,9 +112,11 @@ def make_path(torch, args, x, y, kind):
     return epoch
 
 
-def timed(run):
+def timed(run, sync=None):
     t, c = time.perf_counter(), time.process_time()
     images = run()
+    if sync is not None:
+        sync()  # CUDA runs asynchronously: wait for the epoch's last kernel
     return {"images": images, "wall_s": time.perf_counter() - t,
             "cpu_s": time.process_time() - c}
 
@@ -131,13 +135,18 @@ def main(args):
     y = rng.integers(0, 10, n)
     x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
     y = torch.from_numpy(y)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    x, y = x.to(device), y.to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
     paths = {f"torch_{k}": make_path(torch, args, x, y, k) for k in ("one", "two", "pair")}
     for run in paths.values():  # first allocations, a few steps: not timed
         run(upto=4 * args.batch_size)
     info = {"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "paths": list(paths)}
+            "paths": list(paths), "device": device}
     if not args.serve:
-        info["rounds"] = {k: [timed(run) for _ in range(args.rounds)]
+        info["rounds"] = {k: [timed(run, sync) for _ in range(args.rounds)]
                           for k, run in paths.items()}
         print(json.dumps(info), flush=True)
         return 0
@@ -149,7 +158,7 @@ def main(args):
         if name not in paths:
             print(json.dumps({"error": f"unknown path {name!r}"}), flush=True)
             continue
-        print(json.dumps(timed(paths[name])), flush=True)
+        print(json.dumps(timed(paths[name], sync)), flush=True)
     return 0
 
 
