@@ -170,17 +170,9 @@ class CoTeaching(keras.Model):
     Test metrics: ``accuracy1``, ``accuracy2`` (logged as ``val_accuracy1`` / ``val_accuracy2``
     by ``fit(validation_data=...)``).
 
-    Under ``tf.distribute.MirroredStrategy`` (construct the networks, this model and its
-    optimizers, and compile, inside ``strategy.scope()``) each replica runs ``train_step`` on its
-    contiguous share of the global batch: its keep count ``keep_r = round(b_S_r (1 - r))`` comes
-    from the S samples of its own share, and its small-loss picks are made within that share.
-    The sum ``K`` of the ``keep_r`` can differ from the single-device ``round(b_S (1 - r))`` by a
-    few samples (rounding: at most ``(R + 1) // 2`` for R replicas). Each replica's exchange loss
-    is its sum over its picks divided by ``K`` (regularisation: scaled by ``1 / R``, as Keras
-    does), and the gradients are summed across replicas: the update is that of the mean over
-    all picks, so with ``forget_rate`` 0 on an all-S batch it equals the single-device one.
-    Metrics are aggregated over all replicas; ``keep`` is ``K``. BatchNorm layers see the
-    replica's share only unless made synchronised (``devices.sync_batchnorm``).
+    Several devices (``tf.distribute.MirroredStrategy``, TensorFlow only; build and compile
+    inside ``strategy.scope()``): each replica picks within its own share of the batch; the
+    one explanation of that step is the comment block above this class.
     """
 
     def __init__(self, net1, net2, *, selection="fused", **kwargs):
@@ -411,14 +403,8 @@ class CoTeaching(keras.Model):
                 total = (self.optimizer1.scale_loss(loss1 + reg1)
                          + self.optimizer2.scale_loss(loss2 + reg2))
             else:
-                # The optimizers *sum* the replicas' gradients. Keras scales each replica's
-                # loss by 1 / replicas (keras.src.losses.loss.scale_loss_for_distribution),
-                # which averages per-replica means; here the replicas' keep counts differ
-                # (the S part of a batch comes first, so the last replicas hold the C part),
-                # and a mean of means would weight their picks unequally. So each replica's
-                # exchange sum is divided by the step's total keep count: the summed gradient
-                # is that of the mean over all picks, as on one device. The regularisation
-                # losses, the same on every replica, are scaled by 1 / replicas as Keras does.
+                # each replica's exchange sum over the step's total keep count, the
+                # regularisation scaled by 1 / replicas (see the comment block above the class)
                 total = (self.optimizer1.scale_loss(tf.math.divide_no_nan(sum1, n_step)
                                                     + reg1 * (1.0 / replicas))
                          + self.optimizer2.scale_loss(tf.math.divide_no_nan(sum2, n_step)
