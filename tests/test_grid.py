@@ -56,6 +56,9 @@ def _tree(results):
                 if name == "config.json":  # where and how the grid ran, not what a run is
                     out[rel]["args"] = {k: v for k, v in out[rel]["args"].items()
                                         if k not in flags.BOOKKEEPING_FLAGS}
+                    # the thread settings in effect are compared; how they were chosen
+                    # (from the cores, or given as flags) is bookkeeping
+                    (out[rel].get("threads") or {}).pop("chosen_from_cores", None)
             elif name.endswith(".jsonl"):
                 out[rel] = _strip([json.loads(line.replace(results, "RESULTS"))
                                    for line in open(path) if line.strip()])
@@ -245,7 +248,17 @@ def _signal_when(proc, log, lines, sig=signal.SIGTERM, timeout=240):
 ])
 def test_signal_stops_at_an_epoch_end_and_resume_matches(script, argv, rel, sig, tmp_path):
     ref, out_dir = str(tmp_path / "ref"), str(tmp_path / "run")
+    module = noisy_cv if script == "noisy_cv.py" else incv_train
+    # The uninterrupted reference first, in this process: it fixes TensorFlow's thread
+    # settings here (the scripts' choice, or what an earlier test left), which --resume
+    # below compares with the child's; so the child is given the same ones.
+    module.main(module.parse_args(argv + ["--results_dir", ref]))
+    from noisylabels import threads
+
+    now = threads.effective()
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *argv,
+                             "--intra_op_threads", str(now["intra_op"]),
+                             "--inter_op_threads", str(now["inter_op"]),
                              "--results_dir", out_dir], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=ROOT)
     log = os.path.join(out_dir, rel, "log.jsonl")
@@ -259,8 +272,6 @@ def test_signal_stops_at_an_epoch_end_and_resume_matches(script, argv, rel, sig,
     assert 2 <= done < 30 and [r["epoch"] for r in read_jsonl(log)] == list(range(1, done + 1))
     assert not os.path.exists(os.path.join(run, "summary.json"))
     assert not os.path.exists(locks.lock_path(run))  # released on the way out
-    module = noisy_cv if script == "noisy_cv.py" else incv_train
-    module.main(module.parse_args(argv + ["--results_dir", ref]))
     module.main(module.parse_args(argv + ["--results_dir", out_dir, "--resume"]))
     assert_same_runs(ref, out_dir, atol=1e-6)
 
