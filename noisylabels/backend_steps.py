@@ -98,3 +98,16 @@ def stateless_metrics(model, metrics_values, fn, *, variables=None):
         value = scope.get_current_value(ref)
         new.append(old if value is None else value)
     return logs, new
+
+
+def dispatch_train_step(model, *args):
+    """``model``'s training step for the backend Keras runs on: Keras' trainer calls
+    ``train_step(data)`` on TensorFlow and PyTorch, ``train_step(state, data)`` returning
+    ``(logs, state)`` on JAX; ``model`` has ``_tf_train_step``, ``_jax_train_step`` and
+    ``_torch_train_step``."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return model._jax_train_step(*args)
+    if backend == "torch":
+        return model._torch_train_step(*args)
+    return model._tf_train_step(*args)

@@ -15,7 +15,14 @@ import keras
 import numpy as np
 
 from . import devices, models, noise, training, utils
-from .backend_steps import OptimizerPair, Positions, merge, small_loss_mask, stateless_metrics
+from .backend_steps import (
+    OptimizerPair,
+    Positions,
+    dispatch_train_step,
+    merge,
+    small_loss_mask,
+    stateless_metrics,
+)
 from .pipelines import (
     epoch_callbacks,
     make_coteaching_dataset,
@@ -313,12 +320,7 @@ class CoTeaching(keras.Model):
         Keras' trainer of each backend calls it: ``train_step(data)`` on TensorFlow and
         PyTorch, ``train_step(state, data)`` returning ``(logs, state)`` on JAX.
         """
-        backend = keras.backend.backend()
-        if backend == "jax":
-            return self._jax_train_step(*args)
-        if backend == "torch":
-            return self._torch_train_step(*args)
-        return self._tf_train_step(*args)
+        return dispatch_train_step(self, *args)
 
     def _tf_train_step(self, data):
         """One Co-teaching step on a batch (TensorFlow); see the module docstring.

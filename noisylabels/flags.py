@@ -150,6 +150,18 @@ def check_backend_arguments(parser, args):
 # --- end of --backend ----------------------------------------------------------------------
 
 
+def start_framework(args):
+    """A script's first step after parsing: TensorFlow's thread settings chosen before its
+    pools exist, the ``--backend`` loaded, the ``--precision`` policy set. Returns what
+    config.json records of the threads (None on JAX / PyTorch, which have no such pools)."""
+    choice = thread_settings.settings_from_args(args)
+    utils.load_backend(args.backend, threads=choice)
+    record = (thread_settings.record(choice, thread_settings.effective())
+              if utils.resolve_backend(args.backend) == "tensorflow" else None)
+    set_precision(args.precision)
+    return record
+
+
 def set_precision(precision):
     """Set Keras' global dtype policy for ``--precision`` (after :func:`load_tensorflow`,
     before any model is built). The networks' softmax layers are float32 whatever the

@@ -41,7 +41,6 @@ from . import (
     plots,
     preemption,
     selection,
-    threads,
     utils,
 )
 from .data import describe_provenance, split_halves
@@ -230,12 +229,7 @@ def run_one(args, data, model, initial_weights, pattern, ratio, seed, out, print
 
 
 def main(args):
-    thread_choice = threads.settings_from_args(args)  # before TensorFlow builds its pools
-    utils.load_backend(args.backend, threads=thread_choice)
-    # thread settings are TensorFlow's (None on JAX / PyTorch)
-    thread_record = (threads.record(thread_choice, threads.effective())
-                     if utils.resolve_backend(args.backend) == "tensorflow" else None)
-    flags.set_precision(args.precision)
+    thread_record = flags.start_framework(args)  # threads, --backend, --precision
 
     from . import training  # Keras-based: after load_backend()
 

@@ -5,7 +5,13 @@ counterpart of ``training.train_and_predict``.
 
 import keras
 
-from .backend_steps import OptimizerPair, Positions, merge, stateless_metrics
+from .backend_steps import (
+    OptimizerPair,
+    Positions,
+    dispatch_train_step,
+    merge,
+    stateless_metrics,
+)
 from .pipelines import epoch_callbacks, make_paired_dataset
 from .training import (
     EpochSchedule,
@@ -108,12 +114,7 @@ class PairedNetworks(keras.Model):
     def train_step(self, *args):
         """Both networks' steps: ``train_step(data)`` on TensorFlow and PyTorch,
         ``train_step(state, data)`` returning ``(logs, state)`` on JAX."""
-        backend = keras.backend.backend()
-        if backend == "jax":
-            return self._jax_train_step(*args)
-        if backend == "torch":
-            return self._torch_train_step(*args)
-        return self._tf_train_step(*args)
+        return dispatch_train_step(self, *args)
 
     def _track(self, ys, ps, losses):
         """Update the trackers (any backend; stateful) and return the logs."""
