@@ -56,9 +56,10 @@ def _tree(results):
                 if name == "config.json":  # where and how the grid ran, not what a run is
                     out[rel]["args"] = {k: v for k, v in out[rel]["args"].items()
                                         if k not in flags.BOOKKEEPING_FLAGS}
-                    # the thread settings in effect are compared; how they were chosen
-                    # (from the cores, or given as flags) is bookkeeping
-                    (out[rel].get("threads") or {}).pop("chosen_from_cores", None)
+                    # TensorFlow's thread settings are where the grid ran (a SLURM task's
+                    # process chooses them, a test process may have started TensorFlow with
+                    # its defaults); the results themselves are compared below
+                    out[rel].pop("threads", None)
             elif name.endswith(".jsonl"):
                 out[rel] = _strip([json.loads(line.replace(results, "RESULTS"))
                                    for line in open(path) if line.strip()])
