@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-backend quick demo cifar10-cpu clean
+.PHONY: setup test test-backend gpu-wheels gpu-check quick demo cifar10-cpu clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,20 @@ test: $(STAMP)
 BACKEND ?= jax
 test-backend: $(STAMP)
 	KERAS_BACKEND=$(BACKEND) $(PY) -m pytest -q tests/backend_cases.py
+
+# The GPU check (tests/gpu_check.py, docs/backends.md "A GPU"). gpu-wheels: where pip reaches
+# a package index, the wheels a GPU machine with JAX / PyTorch but no Keras lacks (CPython
+# 3.12, x86-64 Linux) into .whl/, to copy there with the clone. gpu-check: run it (on a machine
+# without a GPU it is a dry run). CIFAR: cifar-10-python.tar.gz, a folder holding
+# cifar-10-batches-py, or a tarball of train/NNNNN_L.jpg + test/NNNNN_L.jpg.
+GPU_WHEELS := keras==3.15.1 namex==0.1.0 optree==0.20.0
+gpu-wheels:
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+CIFAR ?=
+gpu-check:
+	$(PYTHON) tests/gpu_check.py $(if $(CIFAR),--cifar $(CIFAR))
 
 # The whole idea in under a minute of computing on 2 CPU cores, on scikit-learn's bundled
 # digits with 40% symmetric noise (the same noisy labels in both commands, from --seed 0):

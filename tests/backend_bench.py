@@ -103,8 +103,9 @@ def _timed(run, rounds):
     return {"rounds": out, "images_per_s": best["images"] / best["wall_s"]}
 
 
-def child(args):
-    """Measure ``args.paths`` on the backend this process loaded; returns a dict."""
+def child(args, progress=None):
+    """Measure ``args.paths`` on the backend this process loaded; returns a dict, and gives
+    ``progress`` the same dict so far after each path."""
     sys.path.insert(0, ROOT)
     from noisylabels import utils
 
@@ -172,10 +173,16 @@ def child(args):
                         pass
                 return n
         results[path] = _timed(run, args.rounds)
+        if progress:  # what is measured so far: a child stopped at its timeout keeps it
+            progress(_report(args, keras, kind, name, results, pipelines, utils))
+    return _report(args, keras, kind, name, results, pipelines, utils)
+
+
+def _report(args, keras, kind, name, results, pipelines, utils):
     return {"backend": args.child, "device": kind, "device_name": name,
             "precision": args.precision, "pipeline": pipelines.resolve_pipeline(),
             "versions": {"keras": keras.__version__, **utils.backend_versions()},
-            "tensorflow_imported": "tensorflow" in sys.modules, "paths": results}
+            "tensorflow_imported": "tensorflow" in sys.modules, "paths": dict(results)}
 
 
 # ----------------------------------------------------------------------------- the parent
@@ -200,8 +207,11 @@ def run_child(args, backend):
     try:
         proc = subprocess.run(child_command(args, backend), env=env, capture_output=True,
                               text=True, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return {"backend": backend, "error": f"timed out after {args.timeout} s"}
+    except subprocess.TimeoutExpired as err:  # the paths measured before it are kept
+        out = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+        partial = json.loads(lines[-1]) if lines else {"backend": backend}
+        return {**partial, "error": f"timed out after {args.timeout} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -286,6 +296,6 @@ def main(args):
 if __name__ == "__main__":
     ARGS = parse_args()
     if ARGS.child:
-        print(json.dumps(child(ARGS)), flush=True)
+        child(ARGS, progress=lambda r: print(json.dumps(r), flush=True))
     else:
         sys.exit(main(ARGS))

@@ -216,3 +216,33 @@ def test_augmentation_bounds_shift_up_to_4_of_32_and_flip():
     shift_only = pipelines.augment_batch(img, "shift", np.random.default_rng(0))
     assert (shift_only[:, 8, 9, 1] > shift_only[:, 8, 8, 1]).all()  # never flipped
     assert pipelines.augment_batch(img, "none", np.random.default_rng(0)) is img
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_two_network_steps_train_under_mixed_precision(precision):
+    """--precision on this backend: both two-network steps take a finite step under each
+    mixed policy, with float32 master weights and probabilities (float16 scales its loss)."""
+    from noisylabels import flags, models
+
+    flags.set_precision(precision)
+    try:
+        rng = np.random.default_rng(0)
+        x, y = rng.random((16, 8, 8, 1), dtype=np.float32), rng.integers(0, 3, 16)
+        for model, batch in ((CoTeaching, (x, y)), (PairedNetworks, ((x, x[:15]), (y, y[:15])))):
+            m = model(models.build_model("cnn", (8, 8, 1), 3),
+                      models.build_model("cnn", (8, 8, 1), 3))
+            m.compile(keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3))
+            if precision == "mixed_float16":
+                assert isinstance(m.optimizer1, keras.optimizers.LossScaleOptimizer)
+            if model is CoTeaching:
+                m.forget_rate.assign(0.2)
+            net1 = m.net1
+            before = [np.array(w) for w in net1.get_weights()]
+            logs = m.train_on_batch(*batch, return_dict=True)
+            assert all(np.isfinite(float(v)) for v in logs.values()), logs
+            assert all(w.dtype == "float32" for w in net1.weights)
+            assert any(not np.array_equal(a, b) for a, b in zip(before, net1.get_weights()))
+            probs = net1(x)
+            assert probs.dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
