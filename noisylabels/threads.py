@@ -2,13 +2,11 @@
 from that count (``--intra_op_threads``, ``--inter_op_threads``), and applying them before
 TensorFlow creates its thread pools.
 
-Why a choice of our own (docs/threads.md has the profile and the sweep): TensorFlow's
-defaults on an n-core machine are an intra-op pool of n threads (the threads one op, e.g. a
-oneDNN convolution, splits its work over) *and* an inter-op pool of n threads (the threads
-that run independent ops side by side). On a small machine every inter-op thread that runs
-an op also takes part in that op's parallel loop, so the two pools together hold up to 2n
-busy threads on n cores; measured on 2-core machines, training then stalls at about one
-core's pace. One inter-op thread and an intra-op pool of all the cores fills the cores.
+Why the flags, and why the default is TensorFlow's own (docs/threads.md has the sweep and
+the profile): on 2-core machines training keeps only ~1.1-1.8 of the cores busy, and
+changing the pools was the lever tried. Measured side by side on an idle machine, no
+setting beat TensorFlow's defaults (an intra-op and an inter-op pool of one thread per
+schedulable CPU), so the default keeps them; the flags choose others.
 
 Nothing here imports TensorFlow at module level, and importing this module changes nothing
 in the process: :func:`apply` is called by ``utils.load_tensorflow`` in a script's ``main``.
@@ -100,13 +98,14 @@ def choose_threads(cores, *, intra_op=None, inter_op=None):
 
     Notes
     -----
-    The choice: intra-op = all ``cores`` (every op's parallel loop may use every core) and
-    inter-op = 1 (ops run one after another, each on all the cores), so that at most
-    ``cores`` threads compute at any time. Measured on 2-core machines (docs/threads.md),
-    this is at least as fast as TensorFlow's defaults on every training path. The single
-    inter-op thread gives up running independent ops side by side, which INCV's pair and
-    Co-teaching (two networks in one step) could use: on 2 cores the networks' convolutions
-    fill both cores through the intra-op pool instead.
+    The choice is TensorFlow's own defaults (0, 0: an intra-op and an inter-op pool of one
+    thread per schedulable CPU each). Measured side by side on an idle 2-core AMD EPYC
+    (docs/threads.md, ``tests/benchmark.py --sweep``), no other setting was faster on any
+    training path at the median of 5 rounds: one inter-op thread with an intra-op pool of
+    all the cores (2, 1) ran one network at 0.57x, INCV's pair at 0.54x and Co-teaching at
+    0.50x of the defaults. Which is why ``cores`` is taken (and recorded) but, for now, does
+    not change the result: this is the one place to change when a machine's sweep says
+    otherwise.
     """
     if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
         raise ValueError(f"cores must be a positive integer, got {cores!r}")
@@ -117,10 +116,10 @@ def choose_threads(cores, *, intra_op=None, inter_op=None):
             raise ValueError(f"--{name}_threads must be a non-negative integer (0: "
                              f"TensorFlow's default), got {value!r}")
     if intra_op is None:
-        intra_op = cores
+        intra_op = TF_DEFAULT
         chosen.append("intra_op")
     if inter_op is None:
-        inter_op = 1
+        inter_op = TF_DEFAULT
         chosen.append("inter_op")
     return {"intra_op": intra_op, "inter_op": inter_op, "cores": cores, "chosen": chosen}
 
@@ -187,15 +186,13 @@ def record(settings, in_effect):
 def add_arguments(parser):
     """``--intra_op_threads`` and ``--inter_op_threads`` (both scripts)."""
     parser.add_argument("--intra_op_threads", type=int, default=None,
-                        help="TensorFlow intra-op threads (one op's parallel loop); default: "
-                             "the cores this process may use (CPU affinity, cgroup quota); "
-                             "0: TensorFlow's own default. Recorded in config.json; a "
-                             "--resume must run with the same (see docs/threads.md)")
+                        help="TensorFlow intra-op threads (one op's parallel loop); default "
+                             "and 0: TensorFlow's own (one per schedulable CPU), the fastest "
+                             "measured (docs/threads.md). Recorded in config.json; a "
+                             "--resume must run with the same")
     parser.add_argument("--inter_op_threads", type=int, default=None,
                         help="TensorFlow inter-op threads (independent ops side by side); "
-                             "default 1 (TensorFlow's default, one per core, holds training "
-                             "at about one core's pace on small machines); 0: TensorFlow's "
-                             "own default")
+                             "default and 0: TensorFlow's own (see --intra_op_threads)")
 
 
 def check_arguments(parser, args):

@@ -20,19 +20,19 @@ DIGITS = ["--dataset", "digits", "--arch", "cnn", "--n_train", "300", "--epochs"
 
 # -- the choice --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cores, expected", [(1, (1, 1)), (2, (2, 1)), (16, (16, 1))])
-def test_the_choice_fills_the_cores_with_one_inter_op_thread(cores, expected):
+@pytest.mark.parametrize("cores", [1, 2, 16])
+def test_the_choice_is_tensorflows_defaults_the_fastest_measured(cores):
     chosen = threads.choose_threads(cores)
-    assert (chosen["intra_op"], chosen["inter_op"]) == expected
+    assert (chosen["intra_op"], chosen["inter_op"]) == (threads.TF_DEFAULT, threads.TF_DEFAULT)
     assert chosen["cores"] == cores and chosen["chosen"] == ["intra_op", "inter_op"]
 
 
 def test_flags_override_the_choice_and_zero_keeps_tensorflows_default():
-    assert threads.choose_threads(2, intra_op=1) == {"intra_op": 1, "inter_op": 1, "cores": 2,
+    assert threads.choose_threads(2, intra_op=1) == {"intra_op": 1, "inter_op": 0, "cores": 2,
                                                      "chosen": ["inter_op"]}
     assert threads.choose_threads(4, intra_op=0, inter_op=0) == {
         "intra_op": 0, "inter_op": 0, "cores": 4, "chosen": []}
-    assert threads.choose_threads(2, inter_op=3)["intra_op"] == 2
+    assert threads.choose_threads(2, inter_op=3)["intra_op"] == 0
 
 
 @pytest.mark.parametrize("kwargs", [{"cores": 0}, {"cores": 2.0}, {"cores": True},
@@ -206,10 +206,11 @@ def test_sweep_settings_parse_and_dedupe_on_this_machine(bench):
     for bad in ("2", "a,b", "-1,1", "1,2,3"):
         with pytest.raises(ValueError, match="--sweep"):
             bench.parse_setting(bad)
-    # on 2 cores auto is 2,1: kept once, under the name given first
+    # auto is TensorFlow's default (0,0): kept once, under the name given first
     assert bench.dedupe_settings([(0, 0), (None, None), (2, 1), (1, 1)], 2) == [
-        (0, 0), (None, None), (1, 1)]
-    assert bench.setting_label((None, None), 2) == "auto (2,1)"
+        (0, 0), (2, 1), (1, 1)]
+    assert bench.dedupe_settings([(None, None), (2, 2), (0, 0)], 2) == [(None, None), (2, 2)]
+    assert bench.setting_label((None, None), 2) == "auto (0,0)"
     assert bench.setting_label((0, 0), 2) == "TF default (0,0)"
 
 
@@ -218,14 +219,12 @@ def test_sweep_runs_every_setting_in_its_own_process_interleaved(tmp_path, bench
     proc = subprocess.run(
         [sys.executable, os.path.join(HERE, "benchmark.py"), "--images", "32",
          "--batch_size", "16", "--rounds", "2", "--arch", "cnn", "--paths", "keras_fit",
-         "--sweep", "0,0", "1,1", "auto", "--out", str(out)],
+         "--sweep", "0,0", "1,1", "auto", "2,1", "--out", str(out)],
         capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = json.loads(out.read_text())
     labels = [c["label"] for c in saved["sweep"]]
-    cores = threads.available_cores()
-    expected = ["TF default (0,0)", "1,1", f"auto ({cores},1)"]
-    assert labels == (expected if cores > 1 else expected[:2])  # auto = 1,1 on one core
+    assert labels == ["TF default (0,0)", "1,1", "2,1"]  # auto is (0,0): run once
     for column in saved["sweep"]:
         assert len(column["paths"]["keras_fit"]["rounds"]) == 2
         want = [int(v) for v in column["label"].split("(")[-1].rstrip(")").split(",")]

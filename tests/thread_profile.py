@@ -55,6 +55,47 @@ def thread_times():
     return out
 
 
+def thread_cpus():
+    """{tid: the CPU the thread last ran on} (field 39 of /proc/self/task/TID/stat)."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        out[tid] = int(stat[stat.rindex(")") + 2:].split()[36])
+    return out
+
+
+class CpuSampler:
+    """Every 50 ms, which CPU each thread is on: do the busy threads share one core?"""
+
+    def __init__(self):
+        import threading
+
+        self.samples, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(0.05):
+            self.samples.append(thread_cpus())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def shared_fraction(self, tids):
+        """Of the samples, the fraction in which the threads ``tids`` sat on one CPU."""
+        both = [s for s in self.samples if all(t in s for t in tids)]
+        same = sum(len({s[t] for t in tids}) == 1 for s in both)
+        return same / len(both) if both else None
+
+
 def main(args):
     sys.path.insert(0, ROOT)
     from noisylabels import threads, utils
@@ -90,17 +131,20 @@ def main(args):
 
     epochs()  # warm-up: tracing, first allocations
     before, t0, c0 = thread_times(), time.perf_counter(), time.process_time()
-    epochs()
+    with CpuSampler() as sampler:
+        epochs()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     after = thread_times()
     groups = collections.defaultdict(lambda: [0, 0.0])
     busy = []
+    deltas = {}
     for tid, (name, t) in after.items():
-        d = t - before.get(tid, (name, 0.0))[1]
+        d = deltas[tid] = t - before.get(tid, (name, 0.0))[1]
         groups[name][0] += 1
         groups[name][1] += d
         if d / wall > 0.02:
             busy.append((name, round(d / wall, 2)))
+    top2 = sorted(deltas, key=deltas.get)[-2:]  # the two busiest threads
     tf = utils.load_tensorflow()
     result = {
         "path": args.path, "arch": args.arch, "images_per_s": per_epoch * args.epochs / wall,
@@ -109,13 +153,16 @@ def main(args):
                               "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
         "groups": {k: {"threads": v[0], "cores": round(v[1] / wall, 3)}
                    for k, v in sorted(groups.items(), key=lambda kv: -kv[1][1])},
-        "busy_threads": sorted(busy, key=lambda b: -b[1]), "loadavg": os.getloadavg()}
+        "busy_threads": sorted(busy, key=lambda b: -b[1]),
+        "busiest_two_on_one_cpu": sampler.shared_fraction(top2), "loadavg": os.getloadavg()}
     print(f"{args.path}, {args.arch}, threads {result['threads_in_effect']}: "
           f"{result['images_per_s']:.0f} images/s, {result['cores_busy']:.2f} cores busy")
     for name, g in result["groups"].items():
         if g["cores"] >= 0.01:
             print(f"  {name:>20}: {g['threads']} threads, {g['cores']:.2f} cores")
     print("  busy threads (> 0.02 cores):", result["busy_threads"])
+    print(f"  the two busiest threads on one CPU in {result['busiest_two_on_one_cpu']:.0%} "
+          "of 50 ms samples")
     print(json.dumps(result))
     return 0
 
