@@ -217,9 +217,9 @@ def read_log(results_dir):
     for path in logs[:1]:
         with open(path) as f:
             for line in f:
-                r = json.loads(line)
-                rows.append({k: r[k] for k in ("epoch", "test_accuracy", "seconds", "lr")
-                             if k in r})
+                r = json.loads(line)  # standard training logs network 1 as *_model1
+                rows.append({"epoch": r.get("epoch"), "seconds": r.get("seconds"),
+                             "lr": r.get("lr"), "test_accuracy": r.get("test_accuracy_model1")})
     return rows
 
 
