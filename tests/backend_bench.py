@@ -202,7 +202,9 @@ def run_child(args, backend):
 
     if importlib.util.find_spec(backend) is None:
         return {"backend": backend, "error": f"{backend} is not installed"}
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": ROOT,
+    # ROOT first, the caller's PYTHONPATH kept (a GPU machine's wheels in a --target folder)
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": path,
            "TF_CPP_MIN_LOG_LEVEL": "3"}
     try:
         proc = subprocess.run(child_command(args, backend), env=env, capture_output=True,

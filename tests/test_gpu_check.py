@@ -94,3 +94,22 @@ def test_dry_run_end_to_end_without_a_gpu(tmp_path):
     assert len(tr["epochs"]) == tr["epochs_asked"]
     assert all(0 <= e["test_accuracy"] <= 1 for e in tr["epochs"])
     assert "| one network (fit) |" in r["table"] and "CIFAR-10 training (jax" in r["table"]
+
+
+def test_speed_children_keep_the_callers_pythonpath(monkeypatch):
+    """On a GPU machine Keras comes from a --target folder on PYTHONPATH: a child that
+    replaced PYTHONPATH with the repository alone would not find it."""
+    import backend_bench
+
+    seen = {}
+
+    def fake_run(cmd, env, **kwargs):
+        seen.update(env)
+        return subprocess.CompletedProcess(cmd, 0, stdout='{"backend": "jax"}\n', stderr="")
+
+    monkeypatch.setenv("PYTHONPATH", "/tmp/site")
+    monkeypatch.setattr(backend_bench.subprocess, "run", fake_run)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())  # "installed"
+    out = backend_bench.run_child(backend_bench.parse_args(["--backends", "jax"]), "jax")
+    assert out == {"backend": "jax"}
+    assert seen["PYTHONPATH"].split(os.pathsep) == [backend_bench.ROOT, "/tmp/site"]
