@@ -40,8 +40,8 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def thread_times():
-    """{tid: (name, cpu seconds)} of this process's threads."""
+def _task_stats():
+    """{tid: (name, the fields after the name)} of /proc/self/task/TID/stat."""
     out = {}
     for tid in os.listdir("/proc/self/task"):
         try:
@@ -49,23 +49,20 @@ def thread_times():
                 stat = f.read()
         except OSError:
             continue  # the thread ended
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[tid] = (name, (int(fields[11]) + int(fields[12])) / TICK)
+        out[tid] = (stat[stat.index("(") + 1:stat.rindex(")")],
+                    stat[stat.rindex(")") + 2:].split())
     return out
+
+
+def thread_times():
+    """{tid: (name, cpu seconds)} of this process's threads (utime + stime)."""
+    return {tid: (name, (int(f[11]) + int(f[12])) / TICK)
+            for tid, (name, f) in _task_stats().items()}
 
 
 def thread_cpus():
-    """{tid: the CPU the thread last ran on} (field 39 of /proc/self/task/TID/stat)."""
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        out[tid] = int(stat[stat.rindex(")") + 2:].split()[36])
-    return out
+    """{tid: the CPU the thread last ran on} (field 39 of the stat line)."""
+    return {tid: int(f[36]) for tid, (_, f) in _task_stats().items()}
 
 
 class CpuSampler:
