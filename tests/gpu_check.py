@@ -24,9 +24,10 @@ minutes on 2 CPU cores; tests/test_gpu_check.py runs it so):
 
     .venv/bin/python tests/gpu_check.py --backends jax --cifar fake.tar.gz
 
-Every stage has its share of ``--budget_s`` (default 340 s, 150 of them for the training); a stage that would not fit is
-skipped and listed as skipped, never cut off silently. The speed children are
-tests/backend_bench.py's (each backend and precision in its own process).
+Every stage has its share of ``--budget_s`` (default 340 s, 150 of them for the
+training); a stage that would not fit is skipped and listed as skipped, never cut off
+silently. The speed children are tests/backend_bench.py's (each backend and precision in
+its own process).
 """
 
 import argparse
@@ -107,14 +108,14 @@ def find_gpu():
 
 
 def versions():
+    from importlib.metadata import PackageNotFoundError, version
+
     out = {"python": sys.version.split()[0]}
     for name in ("keras", "jax", "jaxlib", "torch", "tensorflow", "numpy"):
         if installed(name):
             try:
-                from importlib.metadata import version
-
                 out[name] = version(name)
-            except Exception:  # a module without distribution metadata
+            except PackageNotFoundError:  # a module without distribution metadata
                 out[name] = "installed"
     return out
 
@@ -213,14 +214,14 @@ def plain_pytorch(sizes, timeout):
 def read_log(results_dir):
     """Per-epoch test accuracy and seconds from the run's log.jsonl."""
     logs = glob.glob(os.path.join(results_dir, "**", "log.jsonl"), recursive=True)
-    rows = []
-    for path in logs[:1]:
-        with open(path) as f:
-            for line in f:
-                r = json.loads(line)  # standard training logs network 1 as *_model1
-                rows.append({"epoch": r.get("epoch"), "seconds": r.get("seconds"),
-                             "lr": r.get("lr"), "test_accuracy": r.get("test_accuracy_model1")})
-    return rows
+    if not logs:  # stopped before its first epoch ended
+        return []
+    sys.path.insert(0, ROOT)
+    from noisylabels import utils
+
+    # standard training logs its one network as *_model1
+    return [{"epoch": r.get("epoch"), "seconds": r.get("seconds"), "lr": r.get("lr"),
+             "test_accuracy": r.get("test_accuracy_model1")} for r in utils.read_jsonl(logs[0])]
 
 
 def real_training(backend, data_dir, epochs, arch, timeout, tmp):
@@ -340,11 +341,14 @@ def train_stage(args, result, data_dir, sizes, budget, tmp):
     backend = (args.train_backend if args.train_backend != "auto"
                else max(rates, key=rates.get))
     seconds = min(args.train_s, budget.left() - 10)
-    with open(os.path.join(data_dir, "cifar-10-batches-py", "data_batch_1"), "rb") as f:
-        n_train = 5 * len(pickle.load(f, encoding="bytes")[b"labels"])
+    n_train = 0
+    for i in range(1, 6):  # the five training batches (not always of equal size)
+        with open(os.path.join(data_dir, "cifar-10-batches-py", f"data_batch_{i}"), "rb") as f:
+            n_train += len(pickle.load(f, encoding="bytes")[b"labels"])
     # Half the time for the epochs' training at the measured rate: the rest is start-up,
     # compilation, the per-epoch test evaluation and the final predictions.
-    epochs = int(max(1, min(sizes["max_epochs"], 0.5 * seconds * rates.get(backend, 0) / max(n_train, 1))))
+    fit = 0.5 * seconds * rates.get(backend, 0) / max(n_train, 1)
+    epochs = int(max(1, min(sizes["max_epochs"], fit)))
     print(f"training CIFAR-10 on {backend}: {epochs} epochs ({seconds:.0f} s at most) ...",
           flush=True)
     return real_training(backend, data_dir, epochs, sizes["arch"], seconds, tmp)
