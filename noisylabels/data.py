@@ -24,6 +24,8 @@ from . import cifar_n
 from .utils import rng_for
 
 DATASETS = ("cifar10", "cifar100", "cifar10n", "cifar100n", "digits")
+# The CIFAR images' side; --image_size below it downsamples them (load_dataset).
+CIFAR_SIDE = 32
 
 # md5 of each file of the official python-version archives (cifar-10-python.tar.gz,
 # cifar-100-python.tar.gz), as torchvision's CIFAR10 / CIFAR100 classes list them.
@@ -283,7 +285,9 @@ def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=
     download : bool
         When the CIFAR files are absent, try Keras' own download before failing.
     image_size : int
-        Image folders only: side the images are resized to.
+        Image folders: side the images are resized to. CIFAR (native 32): a divisor of 32
+        (16, 8, ...) averages each block of pixels (:func:`downsample`), a cheaper scale for
+        CPU runs; 32 keeps the images. Other datasets: 32 only (the default).
     labels : str, optional
         Image folders only: CSV of given labels (see :func:`load_image_folder`).
     folder_labels : {"clean", "given"}
@@ -307,6 +311,9 @@ def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=
         raise ValueError("--labels / --folder_labels are for an image folder --dataset; for an "
                          ".npz put the given labels in its y_train_noisy array")
     provenance = None
+    if int(image_size) != CIFAR_SIDE and spec not in ("cifar10", "cifar100") + tuple(cifar_n.DATASETS):
+        raise ValueError(f"--image_size is for image folders and the CIFAR datasets, not "
+                         f"'{spec}': drop it")
     if spec in ("cifar10", "cifar100"):
         xtr, ytr, xte, yte, provenance = _load_cifar(spec, data_dir, download)
     elif spec in cifar_n.DATASETS:
@@ -336,6 +343,8 @@ def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=
     if spec.endswith(".npz"):
         check_npz_labels(spec, ytr, yte)
     xtr, xte = to_unit_float(xtr), to_unit_float(xte)
+    if int(image_size) != CIFAR_SIDE:  # the CIFAR datasets (checked above)
+        xtr, xte = downsample(xtr, int(image_size)), downsample(xte, int(image_size))
     if xtr.shape[1:] != xte.shape[1:]:
         raise ValueError(f"{spec}: x_train and x_test images differ in shape: "
                          f"{xtr.shape[1:]} vs {xte.shape[1:]}")
@@ -346,6 +355,27 @@ def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=
     return Data(dataset_name(spec), xtr, ytr.astype(np.int64), xte, yte.astype(np.int64),
                 num_classes, y_train_noisy=None if given is None else given.astype(np.int64),
                 clean_known=clean_known, provenance=provenance, label_set=label_set)
+
+
+def downsample(x, size):
+    """Images ``x`` (n, h, h, ch) reduced to (n, size, size, ch) by averaging each
+    (h/size) x (h/size) block of pixels (box filter: exact, deterministic, no library).
+
+    Raises
+    ------
+    ValueError
+        If ``size`` does not divide the images' side.
+    """
+    side = x.shape[1]
+    if size < 1 or side % size or x.shape[2] != side:
+        divisors = [d for d in range(1, side + 1) if side % d == 0]
+        raise ValueError(f"--image_size {size}: the {side}x{x.shape[2]} images are downsampled "
+                         f"by whole blocks, so choose a divisor of {side}: "
+                         f"{', '.join(map(str, divisors))}")
+    f = side // size
+    n, ch = x.shape[0], x.shape[3]
+    out = x.reshape(n, size, f, size, f, ch).mean(axis=(2, 4), dtype=np.float64)
+    return out.astype(np.float32)
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")

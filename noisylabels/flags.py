@@ -16,7 +16,7 @@ from . import threads as thread_settings
 
 # The networks of models.MODEL_NAMES, as a literal so that --help needs no TensorFlow
 # (tests check the two agree).
-ARCHS = ("cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+ARCHS = ("cnn", "cnn_x2", "cnn_x4", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
          "inception_resnet_v2")
 
 
@@ -42,7 +42,9 @@ def add_run_arguments(parser, *, arch, arch_help, batch_help="training batch siz
                         + ", ".join(cifar_n.LABEL_SETS["cifar100n"]) + "); default the "
                         "noisiest (worse / noisy). Runs are filed under its name")
     p.add_argument("--image_size", type=int, default=32,
-                   help="image folders: resize every image to this side (pixels)")
+                   help="image side in pixels: image folders are resized to it; CIFAR's 32x32 "
+                        "images are downsampled to a divisor of 32 (16, 8) by averaging "
+                        "blocks of pixels, a cheaper CPU scale")
     p.add_argument("--labels", type=str, default=None,
                    help="image folders: CSV 'path,label' of the labels as given (path relative "
                         "to DIR/train, label a class name or index); folder names are then the "

@@ -24,6 +24,25 @@ def test_cifar10_loader_reads_the_official_layout(tmp_path):
     assert d.y_test.tolist() == written["test_batch"][1]
 
 
+def test_cifar_image_size_averages_blocks_of_pixels(tmp_path):
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    write_cifar(str(tmp_path / "cifar-10-batches-py"), names, b"labels", 2, 10)
+    full = data.load_dataset("cifar10", data_dir=str(tmp_path), download=False)
+    half = data.load_dataset("cifar10", data_dir=str(tmp_path), download=False, image_size=16)
+    assert half.x_train.shape == (10, 16, 16, 3) and half.x_test.shape == (2, 16, 16, 3)
+    assert half.x_train.dtype == np.float32 and half.y_train.tolist() == full.y_train.tolist()
+    # pixel (row 2, col 5) of the blue plane: the mean of the 2x2 block at rows 4-5, cols 10-11
+    block = full.x_train[3, 4:6, 10:12, 2]
+    assert half.x_train[3, 2, 5, 2] == pytest.approx(float(block.mean()), abs=1e-6)
+    eighth = data.load_dataset("cifar10", data_dir=str(tmp_path), download=False, image_size=4)
+    assert eighth.x_test[1, 0, 0, 0] == pytest.approx(float(full.x_test[1, :8, :8, 0].mean()),
+                                                      abs=1e-6)
+    with pytest.raises(ValueError, match="--image_size 12.*divisor of 32: 1, 2, 4, 8, 16, 32"):
+        data.load_dataset("cifar10", data_dir=str(tmp_path), download=False, image_size=12)
+    with pytest.raises(ValueError, match="--image_size is for image folders and the CIFAR"):
+        data.load_dataset("digits", image_size=16)
+
+
 def test_cifar100_loader_uses_fine_labels(tmp_path):
     write_cifar(str(tmp_path / "cifar-100-python"), ["train", "test"], b"fine_labels", 6, 100)
     d = data.load_dataset("cifar100", data_dir=str(tmp_path), download=False)
