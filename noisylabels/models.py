@@ -13,7 +13,8 @@ Keras model with a softmax output; :data:`MODEL_NAMES` lists what it knows.
   pretrained weights (trained from scratch, as the paper's mini-WebVision run), needing
   inputs of at least 75x75; a Rescaling layer maps [0, 1] to its [-1, 1] inputs.
 * ``cnn``: a small, fast network of our own for tiny inputs (8x8 sklearn digits)
-  and quick CPU runs; it is not from the paper.
+  and quick CPU runs; it is not from the paper. ``cnn_x2`` / ``cnn_x4``: the same with
+  2x / 4x the filters (4x / 16x the cost), enough capacity to memorise noisy labels.
 
 The networks use only ``keras`` so any Keras 3 backend builds them (the training
 algorithms live in coteaching.py and training.py). No
@@ -25,7 +26,7 @@ import numbers
 import keras
 from keras import layers
 
-MODEL_NAMES = ("cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+MODEL_NAMES = ("cnn", "cnn_x2", "cnn_x4", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
                "inception_resnet_v2")
 # keras.applications.InceptionResNetV2's smallest input side (its native size is 299).
 INCEPTION_MIN_SIZE = 75
@@ -73,8 +74,8 @@ def build_model(name, input_shape, num_classes):
     num_classes = _check_num_classes(num_classes)
 
     inputs = keras.Input(shape=input_shape, name="image")
-    if key == "cnn":
-        features = _cnn_features(inputs)
+    if key in ("cnn", "cnn_x2", "cnn_x4"):
+        features = _cnn_features(inputs, width=1 if key == "cnn" else int(key[-1]))
         init = "he_normal"
     elif key == "resnet110":
         features = _resnet_v2_features(inputs, depth=110)
@@ -233,8 +234,9 @@ def _inception_resnet_v2_features(inputs):
 # --------------------------------------------------------------------------- #
 # Small CNN (ours) for tiny inputs and quick CPU runs                          #
 # --------------------------------------------------------------------------- #
-def _cnn_features(inputs):
-    """conv32 x2, max-pool, conv64 x2 (each conv-BN-ReLU), global average pooling.
+def _cnn_features(inputs, width=1):
+    """conv32 x2, max-pool, conv64 x2 (each conv-BN-ReLU), global average pooling;
+    ``width`` multiplies the filters (cnn_x2: conv64 x2, conv128 x2).
 
     No dropout and no weight decay: the theory check needs a network that can
     fit (memorise) noisy labels. BN momentum is 0.9 rather than Keras' 0.99:
@@ -244,7 +246,7 @@ def _cnn_features(inputs):
     inference accuracy on 80%-noisy labels after 50 epochs).
     """
     x = inputs
-    for i, filters in enumerate((32, 32, 64, 64), start=1):
+    for i, filters in enumerate((32 * width, 32 * width, 64 * width, 64 * width), start=1):
         # BN follows immediately, so a conv bias would be redundant.
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
                           kernel_initializer="he_normal", name=f"conv{i}")(x)

@@ -32,7 +32,7 @@ def resnet110():
 
 
 def test_model_names():
-    assert MODEL_NAMES == ("cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+    assert MODEL_NAMES == ("cnn", "cnn_x2", "cnn_x4", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
                            "inception_resnet_v2")
 
 
@@ -89,6 +89,21 @@ def test_cnn_cifar_shape():
     model = build_model("cnn", (32, 32, 3), 10)
     assert model.count_params() == 66_794
     assert _forward(model, (2, 32, 32, 3)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name, params, trainable", [
+    # conv weights 9 * (3*w1 + w1*w1 + w1*w2 + w2*w2) for filters (w1, w1, w2, w2), BN 4 per
+    # channel (2 trainable), dense 10 * (w2 + 1)
+    ("cnn_x2", 259_776 + 4 * 384 + 1_290, 259_776 + 2 * 384 + 1_290),
+    ("cnn_x4", 1_035_648 + 4 * 768 + 2_570, 1_035_648 + 2 * 768 + 2_570),
+])
+def test_wider_cnns_multiply_the_filters(name, params, trainable):
+    model = build_model(name, (8, 8, 3), 10)
+    assert model.name == name and model.count_params() == params
+    assert _trainable_count(model) == trainable
+    assert [layer.filters for layer in model.layers if hasattr(layer, "filters")] == [
+        f * int(name[-1]) for f in (32, 32, 64, 64)]
+    assert _forward(model, (2, 8, 8, 3)).shape == (2, 10)
 
 
 @pytest.mark.parametrize(
