@@ -392,3 +392,20 @@ def test_curves_overlay_every_finished_training_run(tmp_path, monkeypatch):
     assert os.path.getsize(out) > 1000
     with pytest.raises(ValueError, match="--curves: no finished"):
         table.write_curves(table.collect_runs([str(tmp_path / "c")]), out)
+
+
+def test_cifar10_best_epoch_shows_the_fall_from_the_peak(tmp_path):
+    root = str(tmp_path)
+    for seed, curve in enumerate([(0.30, 0.39, 0.31), (0.32, 0.37, 0.33)]):
+        out = _train_run(root, "sym", 0.5, "standard", seed, curve[-1])
+        with open(os.path.join(out, "log.jsonl"), "w") as f:
+            f.writelines(json.dumps({"epoch": e + 1, "test_accuracy_model1": a}) + "\n"
+                         for e, a in enumerate(curve))
+    tables = table.build_tables(table.collect_runs([root]))
+    r = _row(tables["accuracy"], source="measured")
+    assert r["accuracy_mean"] == pytest.approx(32.0)  # final epoch
+    assert r["accuracy_best_epoch_mean"] == pytest.approx(38.0)  # the peak of each seed
+    md = table.format_markdown(tables)
+    best = md[md.index("Network 1 at its best epoch on the test set"):]
+    assert "not a result" in best and "| Standard | 38.00 ± 1.41 (n=2) |" in best
+    assert "best epoch" not in md[:md.index("Network 1 at its best epoch")]
