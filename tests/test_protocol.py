@@ -49,7 +49,11 @@ def test_all_parts_run_the_protocol_commands(tmp_path):
     assert theory[0].noise_pattern == ["sym", "asym"]
     assert theory[0].noisy_ratio == [0.2, 0.4, 0.5, 0.6, 0.8]
     assert theory[0].arch == "resnet20" and theory[0].augment == "none"
-    assert {a.arch for s, a in parsed if s == "incv_train.py"} == {"cnn"}
+    small = [a for s, a in parsed if s == "incv_train.py" and a.image_size == 8]
+    assert len(small) == 2 and {a.arch for a in small} == {"resnet20"}  # table1-8px
+    assert {a.arch for s, a in parsed if s == "incv_train.py" and a.image_size == 32} == {"cnn"}
+    parsed = [(s, a) for s, a in parsed if getattr(a, "image_size", 32) == 32
+              and not any(p.endswith("table1-8px") for p in getattr(a, "paths", []))]
     scaling = sorted(a.n_train for s, a in parsed if s == "noisy_cv.py" and a.n_train != 5000)
     assert scaling == [2000, 10000]
     incv = [a for s, a in parsed if s == "incv_train.py"]
@@ -104,8 +108,15 @@ def test_pilots_part_runs_the_regime_pilots(tmp_path):
     assert proc.returncode == 0, proc.stderr
     parsed = [(c[0], _parse(c)) for c in calls]
     runs = [a for s, a in parsed if s == "incv_train.py"]
-    assert len(runs) == 4 and [s for s, _ in parsed] == ["incv_train.py"] * 4 + ["table.py"]
-    assert {(a.arch, a.augment, a.n_train) for a in runs} == {("resnet20", "none", 5000)}
+    assert len(runs) == 9 and [s for s, _ in parsed] == ["incv_train.py"] * 9 + ["table.py"]
+    assert all(a.augment == "none" for a in runs)
+    small, runs = runs[4:], runs[:4]
+    assert {(a.arch, a.n_train, a.image_size) for a in runs} == {("resnet20", 5000, 32)}
+    assert [(a.arch, a.image_size, a.n_train, a.epochs) for a in small] == [
+        ("cnn", 16, 10000, 40), ("resnet20", 16, 10000, 40), ("cnn_x2", 16, 10000, 40),
+        ("resnet20", 16, 20000, 30), ("resnet20", 8, 20000, 20)]
+    assert all(a.method == ["standard"] and a.intra_op_threads == 1 for a in small)
+    assert all(a.skip_existing and not a.resume for a in small)
     assert all(a.noise_pattern == ["sym"] and a.noisy_ratio == [0.5] for a in runs)
     assert all(a.skip_existing and not a.resume and a.no_download for a in runs)
     dirs = [os.path.basename(a.results_dir) for a in runs]
@@ -135,3 +146,41 @@ def test_pilots_part_resumes_a_started_pilot(tmp_path):
 def test_all_does_not_run_the_pilots(tmp_path):
     _, calls = _run(tmp_path, "all")
     assert not any("pilots" in arg for c in calls for arg in c)
+
+
+def test_table1_8px_part_runs_both_settings_side_by_side(tmp_path):
+    proc, calls = _run(tmp_path, "table1-8px", selection=False)  # needs no INCV selection
+    assert proc.returncode == 0, proc.stderr
+    parsed = [(c[0], _parse(c)) for c in calls]
+    runs = [a for s, a in parsed if s == "incv_train.py"]
+    assert [s for s, _ in parsed] == ["incv_train.py"] * 2 + ["table.py"]
+    assert sorted((a.noise_pattern, a.noisy_ratio) for a in runs) == [
+        (["asym"], [0.4]), (["sym"], [0.5])]
+    for a in runs:  # the same protocol in both, one thread each
+        assert (a.arch, a.image_size, a.n_train, a.augment) == ("resnet20", 8, 20000, "none")
+        assert a.method == ["incv", "coteaching", "standard"] and a.seed == [0, 1, 2]
+        assert (a.epochs, a.incv_epochs, a.incv_iterations) == (30, 20, 2)
+        assert (a.intra_op_threads, a.inter_op_threads) == (1, 1)
+        assert a.skip_existing and not a.resume and a.no_download
+        assert a.results_dir == str(tmp_path / "out" / "table1-8px")
+    figure = parsed[-1][1]
+    assert figure.paths == [runs[0].results_dir] and figure.curves.endswith("curves.png")
+    assert (tmp_path / "out" / "table1-8px" / "asym0.4.log").exists()
+
+
+def test_table1_8px_part_resumes_a_started_setting_and_names_a_failed_one(tmp_path):
+    started = tmp_path / "out" / "table1-8px" / "cifar10" / "asym" / "0.4" / "standard" / "seed0"
+    started.mkdir(parents=True)
+    (started / "config.json").write_text("{}")
+    proc, calls = _run(tmp_path, "table1-8px", selection=False)
+    assert proc.returncode == 0, proc.stderr
+    resumed = sorted((_parse(c).noise_pattern[0], _parse(c).resume) for c in calls
+                     if c[0] == "incv_train.py")
+    assert resumed == [("asym", True), ("sym", False)]
+    fail = tmp_path / "python"  # one setting fails: the part says which, and stops
+    fail.write_text('#!/usr/bin/env bash\n[[ " $* " == *" asym "* ]] && exit 3\nexit 0\n')
+    env = dict(os.environ, PYTHON=str(fail), OUT=str(tmp_path / "out"))
+    proc = subprocess.run(["bash", SCRIPT, "table1-8px"], env=env, capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 1 and "asym0.4 failed" in proc.stderr
+    assert "sym0.5 failed" not in proc.stderr
