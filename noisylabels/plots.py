@@ -95,6 +95,37 @@ def plot_curves(curves, path, title):
     utils.save_figure(fig, path)
 
 
+def plot_seed_curves(panels, path, title):
+    """Fig. 4 over seeds: one panel per setting, one colour per method, network 1's clean
+    test accuracy per epoch of each seed as a thin line and their mean over seeds bold.
+
+    panels: dict setting -> dict method label -> list (one per seed) of log rows with
+    ``epoch`` and ``test_accuracy_model1``.
+    """
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False,
+                             constrained_layout=True, sharey=True)
+    for ax, (setting, methods) in zip(axes[0], panels.items()):
+        for k, (method, seeds) in enumerate(methods.items()):
+            by_epoch = {}
+            for rows in seeds:
+                pts = [(r["epoch"], r["test_accuracy_model1"]) for r in rows
+                       if r.get("test_accuracy_model1") is not None]
+                if pts:
+                    ax.plot(*zip(*pts), "-", color=f"C{k % 10}", lw=0.7, alpha=0.45)
+                for e, a in pts:
+                    by_epoch.setdefault(e, []).append(a)
+            epochs = sorted(by_epoch)
+            ax.plot(epochs, [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs], "-",
+                    color=f"C{k % 10}", lw=2, label=f"{method} ({len(seeds)} seeds)")
+        ax.set(xlabel="epoch", title=setting)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("clean test accuracy, network 1")
+    fig.suptitle(title, fontsize=9)
+    utils.save_figure(fig, path)
+
+
 def plot_noise_matrices(matrices, path, *, title=""):
     """Side-by-side heat maps of (c, c) matrices, rows: true label, e.g. the empirical T,
     the held-out confusion M and confident learning's estimated P(noisy | true).

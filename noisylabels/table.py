@@ -713,22 +713,28 @@ def write_curves(runs, path):
     """
     from . import plots
 
-    curves = []
+    curves, panels = [], {}
     for r in runs:
         log = os.path.join(r["path"], "log.jsonl")
         if r["status"] != "done" or r["kind"] != "train" or not os.path.isfile(log):
             continue
         rows = read_jsonl(log)
         if any(row.get("test_accuracy_model1") is not None for row in rows):
-            label = (f"{_setting(r['pattern'], r['ratio'])}, "
-                     f"{_method_label(r['method'], r['variant'])}, seed {r['seed']}")
-            curves.append((label, rows))
+            setting, method = _setting(r["pattern"], r["ratio"]), _method_label(r["method"],
+                                                                                 r["variant"])
+            curves.append((f"{setting}, {method}, seed {r['seed']}", rows))
+            panels.setdefault((_label(_group(r)), setting), {}).setdefault(method, []).append(rows)
     if not curves:
         raise ValueError("table: --curves: no finished incv_train.py run with a test accuracy "
                          "log (log.jsonl) under the given paths")
     groups = sorted({_label(_group(r)) for r in runs if r["status"] == "done"
                      and r["kind"] == "train"})
-    plots.plot_curves(curves, path, "; ".join(groups))
+    if any(len(seeds) > 1 for methods in panels.values() for seeds in methods.values()):
+        # several seeds: Fig. 4 with the seeds as thin lines, a panel per setting
+        panels = {(s if len(groups) == 1 else f"{g}, {s}"): m for (g, s), m in panels.items()}
+        plots.plot_seed_curves(panels, path, "; ".join(groups))
+    else:
+        plots.plot_curves(curves, path, "; ".join(groups))
 
 
 def _table_main(args):
@@ -762,8 +768,10 @@ def parse_args(argv=None):
                    help="write FILE atomically instead of stdout (with --format both: "
                         "FILE's stem + .md and + .csv)")
     p.add_argument("--curves", metavar="PNG", default=None,
-                   help="also write a figure overlaying the per-epoch clean test accuracy of "
-                        "every finished incv_train.py run found (both networks)")
+                   help="also write a figure of the per-epoch clean test accuracy of every "
+                        "finished incv_train.py run found: both networks of each run overlaid, "
+                        "or, when a method has several seeds, a panel per setting with network "
+                        "1 of each seed thin and their mean bold")
     return p.parse_args(argv)
 
 

@@ -409,3 +409,28 @@ def test_cifar10_best_epoch_shows_the_fall_from_the_peak(tmp_path):
     best = md[md.index("Network 1 at its best epoch on the test set"):]
     assert "not a result" in best and "| Standard | 38.00 ± 1.41 (n=2) |" in best
     assert "best epoch" not in md[:md.index("Network 1 at its best epoch")]
+
+
+def test_curves_of_several_seeds_are_a_panel_per_setting(tmp_path, monkeypatch):
+    from noisylabels import plots
+
+    for pattern, ratio in (("sym", 0.5), ("asym", 0.4)):
+        for method in ("incv", "standard"):
+            for seed in (0, 1):
+                out = _train_run(str(tmp_path), pattern, ratio, method, seed, 0.5)
+                with open(os.path.join(out, "log.jsonl"), "w") as f:
+                    f.writelines(json.dumps({"epoch": e, "test_accuracy_model1": 0.1 * e + seed})
+                                 + "\n" for e in (1, 2))
+    seen = {}
+    monkeypatch.setattr(plots, "plot_seed_curves",
+                        lambda panels, path, title: seen.update(panels=panels, path=path))
+    out = str(tmp_path / "fig4.png")
+    table.main(table.parse_args([str(tmp_path), "--curves", out]))
+    assert sorted(seen["panels"]) == ["asym 0.4", "sym 0.5"]
+    methods = seen["panels"]["sym 0.5"]
+    assert sorted(methods) == ["INCV + Co-teaching", "Standard"]
+    assert [[r["test_accuracy_model1"] for r in rows] for rows in methods["Standard"]] == [
+        [0.1, 0.2], [1.1, 1.2]]
+    monkeypatch.undo()
+    table.main(table.parse_args([str(tmp_path), "--curves", out]))  # the real figure
+    assert os.path.getsize(out) > 1000
