@@ -138,6 +138,8 @@ def _read_run(path):
             "epochs": None if args.get("incv_only") else get("epochs", args.get("epochs")),
             "n_train": src.get("n_train", config.get("n_train")), "pattern": get("pattern"),
             "ratio": get("ratio"), "seed": get("seed"),
+            # --image_size (CIFAR downsampled, an image folder's side); older runs: 32
+            "image_size": args.get("image_size", 32),
             "flags": {k: v for k, v in args.items() if k not in _GRID_FLAGS}}
 
 
@@ -155,7 +157,7 @@ def _variant(args):
 
 
 def _group(r):
-    return r["kind"], r["dataset"], r["arch"], r["epochs"], r["n_train"]
+    return r["kind"], r["dataset"], r["arch"], r["epochs"], r["n_train"], r["image_size"]
 
 
 def _cell(r):
@@ -182,7 +184,8 @@ def collect_runs(paths):
         finished run), ``reason`` (None when done), ``summary``, ``kind`` ("train":
         incv_train.py, "cv": noisy_cv.py) and the run's identity: dataset, arch, epochs,
         n_train, pattern, ratio, method (None for cv), seed, flags (config.json's other
-        flags). Runs are averaged only within one (kind, dataset, arch, epochs, n_train).
+        flags). Runs are averaged only within one (kind, dataset, arch, epochs, n_train,
+        image_size).
 
     Raises
     ------
@@ -214,9 +217,10 @@ def collect_runs(paths):
 
 
 def _label(group):
-    kind, dataset, arch, epochs, n_train = group
+    kind, dataset, arch, epochs, n_train, size = group
     length = "selection only" if kind == "train" and epochs is None else f"{epochs} epochs"
-    return f"{dataset} / {arch} / {length} / n_train {n_train}"
+    pixels = "" if size == 32 else f" / {size}x{size} images"
+    return f"{dataset} / {arch} / {length} / n_train {n_train}{pixels}"
 
 
 def _setting(pattern, ratio):
@@ -559,10 +563,10 @@ def table_not_included(runs):
             seeds.setdefault(_group(r), set()).add(r["seed"])
             cells.setdefault(_cell(r), {})[r["seed"]] = r["path"]
     for cell, have in sorted(cells.items(), key=lambda kv: str(kv[0])):
-        for s in sorted(seeds[cell[:5]] - set(have)):
+        for s in sorted(seeds[cell[:6]] - set(have)):
             rows.append({"table": "not_included", "path": os.path.join(
                 os.path.dirname(next(iter(have.values()))), f"seed{s}"),
-                "reason": f"missing seed {s}: other settings of {_label(cell[:5])} have it"})
+                "reason": f"missing seed {s}: other settings of {_label(cell[:6])} have it"})
     return rows
 
 

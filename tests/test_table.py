@@ -31,10 +31,12 @@ def _write(path, name, obj):
 
 
 def _train_run(root, pattern, ratio, method, seed, acc, *, incv_only=False, arch="resnet32",
-               epochs=200, n_train=50000):
+               epochs=200, n_train=50000, image_size=None):
     out = os.path.join(root, "cifar10", pattern, f"{ratio:g}", method, f"seed{seed}")
     args = {"dataset": "cifar10", "arch": arch, "epochs": epochs, "lr": 0.001,
             "seed": [0, 1, 2], "results_dir": root, "incv_only": incv_only}
+    if image_size is not None:  # runs before --image_size reached CIFAR did not record it
+        args["image_size"] = image_size
     _write(out, "config.json", {"args": args, "n_train": n_train, "run": {
         "method": method, "pattern": pattern, "ratio": ratio, "seed": seed}})
     if acc is None:
@@ -188,24 +190,28 @@ def test_duplicate_run_is_listed_not_averaged(results, tmp_path):
     assert len(dup) == 1
 
 
-def test_runs_of_other_epochs_n_train_or_arch_are_never_averaged_together(tmp_path):
+def test_runs_of_other_epochs_n_train_arch_or_image_size_are_never_averaged_together(
+        tmp_path):
     variants = {"": {}, "e100": {"epochs": 100}, "n5000": {"n_train": 5000},
-                "r110": {"arch": "resnet110"}}
+                "r110": {"arch": "resnet110"}, "px8": {"image_size": 8}}
     for k, (name, kw) in enumerate(variants.items()):
         root = str(tmp_path / "results" / (name or "paper"))
         for seed in range(3):
             _train_run(root, "sym", 0.5, "standard", seed, 0.1 * k + 0.01 * seed, **kw)
     runs = table.collect_runs([str(tmp_path / "results")])
-    assert [r["status"] for r in runs] == ["done"] * 12  # no duplicates across variants
+    assert [r["status"] for r in runs] == ["done"] * 15  # no duplicates across variants
     rows = [r for r in table.table_accuracy(runs) if r["source"] == "measured"]
     assert sorted(r["group"] for r in rows) == sorted([
         "cifar10 / resnet32 / 200 epochs / n_train 50000",
         "cifar10 / resnet32 / 100 epochs / n_train 50000",
         "cifar10 / resnet32 / 200 epochs / n_train 5000",
-        "cifar10 / resnet110 / 200 epochs / n_train 50000"])
+        "cifar10 / resnet110 / 200 epochs / n_train 50000",
+        "cifar10 / resnet32 / 200 epochs / n_train 50000 / 8x8 images"])
     for k, (name, kw) in enumerate(variants.items()):
+        pixels = " / 8x8 images" if kw.get("image_size") else ""
         r = _row(rows, group=f"cifar10 / {kw.get('arch', 'resnet32')} / "
-                             f"{kw.get('epochs', 200)} epochs / n_train {kw.get('n_train', 50000)}")
+                             f"{kw.get('epochs', 200)} epochs / n_train {kw.get('n_train', 50000)}"
+                             + pixels)
         assert r["n"] == 3 and r["accuracy_mean"] == pytest.approx(100 * (0.1 * k + 0.01))
     assert table.table_not_included(runs) == []
 
