@@ -155,7 +155,7 @@ if [[ $PART == all || $PART == table1-8px ]]; then
         logs+=("$OUT/table1-8px/$1$2.log")
         run "$PYTHON" incv_train.py "${T1[@]}" --noise_pattern "$1" --noisy_ratio "$2" \
             $(started "$OUT/table1-8px" "$1" "$2" incv coteaching standard) \
-            > "$OUT/table1-8px/$1$2.log" 2>&1 &
+            >> "$OUT/table1-8px/$1$2.log" 2>&1 &  # appended: a re-run keeps the earlier log
         pids+=($!)
     done
     failed=0
