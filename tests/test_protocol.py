@@ -19,8 +19,9 @@ def _run(tmp_path, part, *, selection=True):
     """Run one part with PYTHON = a recorder; returns (completed process, recorded argv's)."""
     record = tmp_path / "calls.txt"
     fake = tmp_path / "python"
-    fake.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {shlex.quote(str(record))}\n'
-                    f'echo >> {shlex.quote(str(record))}\n')
+    # one write per call (the table1-8px part runs two at once; O_APPEND keeps lines whole)
+    fake.write_text(f'#!/usr/bin/env bash\nline=$(printf "%q " "$@")\n'
+                    f'echo "$line" >> {shlex.quote(str(record))}\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     out = tmp_path / "out"
     if selection:
