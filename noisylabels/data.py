@@ -311,7 +311,7 @@ def load_dataset(spec, *, data_dir="data", download=True, image_size=32, labels=
         raise ValueError("--labels / --folder_labels are for an image folder --dataset; for an "
                          ".npz put the given labels in its y_train_noisy array")
     provenance = None
-    if int(image_size) != CIFAR_SIDE and spec not in ("cifar10", "cifar100") + tuple(cifar_n.DATASETS):
+    if int(image_size) != CIFAR_SIDE and spec not in ("cifar10", "cifar100", *cifar_n.DATASETS):
         raise ValueError(f"--image_size is for image folders and the CIFAR datasets, not "
                          f"'{spec}': drop it")
     if spec in ("cifar10", "cifar100"):

@@ -26,8 +26,8 @@ import numbers
 import keras
 from keras import layers
 
-MODEL_NAMES = ("cnn", "cnn_x2", "cnn_x4", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-               "inception_resnet_v2")
+MODEL_NAMES = ("cnn", "cnn_x2", "cnn_x4", "resnet20", "resnet32", "resnet44", "resnet56",
+               "resnet110", "inception_resnet_v2")
 # keras.applications.InceptionResNetV2's smallest input side (its native size is 299).
 INCEPTION_MIN_SIZE = 75
 

@@ -58,6 +58,15 @@ CIFAR_N_PUBLISHED = {
 }
 CIFAR_N_PROTOCOL = "ResNet-34, all 50,000 training images, 100 epochs, epoch chosen by that paper"
 CIFAR_N_LABEL = "(CIFAR-N paper)"
+# Datasets whose accuracy table also shows network 1 at its best epoch on the test set, and
+# why (chosen on the test set, it is never a result).
+BEST_EPOCH_CAPTIONS = {
+    **{d: ("\nOurs at the best epoch of network 1 on the test set (chosen on the test set: for "
+           "a like-for-like look at the CIFAR-N paper's rows only, not a result):\n")
+       for d in CIFAR_N_DATASETS},
+    "cifar10": ("\nNetwork 1 at its best epoch on the test set (chosen on the test set, so not "
+                "a result: beside the final epoch above it shows how far each method fell from "
+                "its peak, the paper's Fig. 4):\n")}
 CIFAR_N_METHOD_LABELS = {"standard": "Standard (cross-entropy)", "coteaching": "Co-teaching"}
 # Flags that pick which runs a call makes or how it bookkeeps: not what a run *is*.
 _GRID_FLAGS = {"dataset", "data_dir", "no_download", "noise_pattern", "noisy_ratio", "method",
@@ -287,7 +296,7 @@ def table_accuracy(runs):
         # Final epoch, mean of both networks (Standard: network 1); older summaries lack it.
         _put(row, "accuracy_both", [_mean_of_nets(r["summary"]["test_accuracy"]) for r in rs],
              100.0)
-        if group[1] in CIFAR_N_DATASETS + ("cifar10",):  # see format_markdown: a view, not a result
+        if group[1] in BEST_EPOCH_CAPTIONS:  # a view beside the final epoch, not a result
             _put(row, "accuracy_best_epoch", [_best_logged(r["path"], "test_accuracy_model1")
                                               for r in rs], 100.0)
     for label in dict.fromkeys(r["group"] for r in rows if r["dataset"] == "cifar10"):
@@ -630,13 +639,13 @@ def format_markdown(tables):
                 _markdown_table(["method"] + settings, both)]
         out += [f"\n† {r['method']}, {r['setting']}: {r['note']}." for r in rows
                 if r["source"] == "measured" and r["note"]]
-        if rows[0]["dataset"] in CIFAR_N_DATASETS:
+        dataset = rows[0]["dataset"]
+        if dataset in BEST_EPOCH_CAPTIONS:
             ours = [m for m in methods if not m.endswith("paper)")]
             best = [[m] + [_accuracy_cell(cell.get((m, s)), "accuracy_best_epoch")
                            for s in settings] for m in ours]
-            out += [("\nOurs at the best epoch of network 1 on the test set (chosen on the "
-                     "test set: for a like-for-like look at the CIFAR-N paper's rows only, "
-                     "not a result):\n"), _markdown_table(["method"] + settings, best)]
+            out += [BEST_EPOCH_CAPTIONS[dataset], _markdown_table(["method"] + settings, best)]
+        if dataset in CIFAR_N_DATASETS:
             published = [r for r in rows if r["source"] == "published"]
             out += [f"\nRows marked {CIFAR_N_LABEL}: Wei et al., ICLR 2022 "
                     f"(arXiv:2110.12088), {CIFAR_N_PROTOCOL}; sources: "
@@ -644,17 +653,8 @@ def format_markdown(tables):
                                               for x in r["published_source"].split("; ")))
                     + "." if published else
                     f"\nNo {CIFAR_N_LABEL} rows: none confirmed for these label sets."]
-        elif rows[0]["dataset"] == "cifar10":
-            ours = [m for m in methods if not m.endswith("paper)")]
-            best = [[m] + [_accuracy_cell(cell.get((m, s)), "accuracy_best_epoch")
-                           for s in settings] for m in ours]
-            out += [("\nNetwork 1 at its best epoch on the test set (chosen on the test set, "
-                     "so not a result: beside the final epoch above it shows how far each "
-                     "method fell from its peak, the paper's Fig. 4):\n"),
-                    _markdown_table(["method"] + settings, best)]
-        if rows[0]["dataset"] not in CIFAR_N_DATASETS + ("cifar10",):
-            out.append(f"\nNo (paper) rows: the paper's table is for CIFAR-10, not "
-                       f"{rows[0]['dataset']}.")
+        elif dataset != "cifar10":
+            out.append(f"\nNo (paper) rows: the paper's table is for CIFAR-10, not {dataset}.")
     if tables["accuracy"]:
         out.append(
             "\nCells: final-epoch clean test accuracy of network 1 (summary "

@@ -32,8 +32,8 @@ def resnet110():
 
 
 def test_model_names():
-    assert MODEL_NAMES == ("cnn", "cnn_x2", "cnn_x4", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-                           "inception_resnet_v2")
+    assert MODEL_NAMES == ("cnn", "cnn_x2", "cnn_x4", "resnet20", "resnet32", "resnet44",
+                           "resnet56", "resnet110", "inception_resnet_v2")
 
 
 def test_resnet32_shape_and_softmax(resnet32):
