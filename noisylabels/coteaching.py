@@ -15,14 +15,8 @@ import keras
 import numpy as np
 
 from . import devices, models, noise, training, utils
-from .backend_steps import (
-    OptimizerPair,
-    Positions,
-    dispatch_train_step,
-    merge,
-    small_loss_mask,
-    stateless_metrics,
-)
+from .algorithms.family import TwoNetworks, correct
+from .backend_steps import Positions, small_loss_mask
 from .pipelines import (
     epoch_callbacks,
     make_coteaching_dataset,
@@ -127,7 +121,7 @@ class KeepTableRate:
 # (sums of totals and counts); ``keep`` logs ``K`` per step.
 
 
-class CoTeaching(keras.Model):
+class CoTeaching(TwoNetworks):
     """Two networks trained with the Co-teaching exchange in one fused training step.
 
     Parameters
@@ -183,23 +177,17 @@ class CoTeaching(keras.Model):
     """
 
     def __init__(self, net1, net2, *, selection="fused", **kwargs):
-        super().__init__(**kwargs)
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
-        self.selection = selection
         backend = keras.backend.backend()
         if selection == "authors" and backend != "tensorflow":
             raise ValueError(f"selection='authors' (--selection authors) runs on the "
                              f"TensorFlow backend only (its picked-subset passes have a "
                              f"data-dependent size), not on {backend}: use selection='fused'")
-        if net1 is net2:
-            raise ValueError("net1 and net2 must be two different networks")
-        shared = {id(v) for v in net1.weights} & {id(v) for v in net2.weights}
-        if shared:
-            raise ValueError("net1 and net2 must not share variables")
-        self.net1 = net1
-        self.net2 = net2
+        super().__init__(net1, net2, **kwargs)
+        self.selection = selection
         # A variable, not a Python float: assigning it does not retrace the step.
+        self._keep_table = None
         if backend == "tensorflow":
             self.forget_rate = self.add_weight(
                 shape=(), initializer="zeros", dtype="float64", trainable=False,
@@ -217,110 +205,23 @@ class CoTeaching(keras.Model):
             self._keep_table = table
             self.forget_rate = KeepTableRate(rate, table)
             self.forget_rate.assign(0.0)
-        self.optimizer1 = None
-        self.optimizer2 = None
-
         mean = keras.metrics.Mean
-        self.loss1_tracker = mean(name="loss1")
-        self.loss2_tracker = mean(name="loss2")
-        self.acc1_tracker = mean(name="acc1")
-        self.acc2_tracker = mean(name="acc2")
         self.keep_tracker = mean(name="keep")
         self.kept_clean1_tracker = mean(name="kept_clean1")
         self.kept_clean2_tracker = mean(name="kept_clean2")
-        self.test_acc1_tracker = mean(name="accuracy1")
-        self.test_acc2_tracker = mean(name="accuracy2")
-        self._train_trackers = [
-            self.loss1_tracker,
-            self.loss2_tracker,
-            self.acc1_tracker,
-            self.acc2_tracker,
-            self.keep_tracker,
-            self.kept_clean1_tracker,
-            self.kept_clean2_tracker,
-        ]
-        self._test_trackers = [self.test_acc1_tracker, self.test_acc2_tracker]
-        # The nets are built (functional); nothing of this wrapper needs a build step.
-        self.built = True
-
-    @property
-    def metrics(self):
-        """All trackers, so that Keras resets them at the start of each epoch / evaluate."""
-        return self._train_trackers + self._test_trackers
+        self._train_trackers += [self.keep_tracker, self.kept_clean1_tracker,
+                                 self.kept_clean2_tracker]
 
     def compile(self, optimizer1, optimizer2, **kwargs):
-        """Configure training with one optimizer per network.
+        """Configure training with one optimizer per network (``TwoNetworks.compile``).
 
-        Parameters
-        ----------
-        optimizer1, optimizer2 : keras.optimizers.Optimizer or str
-            Optimizers of ``net1`` and ``net2`` (must be two different instances). Both are
-            built here so their ``.variables`` exist before training (checkpoint restore).
-        **kwargs
-            Passed to ``keras.Model.compile`` (e.g. ``run_eagerly``, ``steps_per_execution``).
-            ``jit_compile`` defaults to False: the keep count is data-dependent, which XLA's
-            ``top_k`` cannot handle. ``optimizer``, ``loss`` and ``metrics`` are not used.
-
-        Notes
-        -----
-        ``self.optimizer`` stays None (no third, unused optimizer is created), so callbacks that
-        act on ``model.optimizer`` (``LearningRateScheduler``, ``ReduceLROnPlateau``) do not
-        apply; change ``optimizer1/2.learning_rate`` directly or re-compile.
+        ``jit_compile`` defaults to False on TensorFlow: the keep count is data-dependent,
+        which XLA's ``top_k`` cannot handle. ``self.optimizer`` stays None (no third,
+        unused optimizer), so callbacks that act on ``model.optimizer``
+        (``LearningRateScheduler``, ``ReduceLROnPlateau``) do not apply; change
+        ``optimizer1/2.learning_rate`` directly.
         """
-        backend = keras.backend.backend()
-        if backend == "tensorflow":
-            kwargs.setdefault("jit_compile", False)
-        super().compile(optimizer=None, **kwargs)
-        strategy = self.distribute_strategy if backend == "tensorflow" else devices.OneDevice()
-        with strategy.scope():  # the optimizer slots must be mirrored like the weights
-            optimizer1 = keras.optimizers.get(optimizer1)
-            optimizer2 = keras.optimizers.get(optimizer2)
-            if optimizer1 is optimizer2:
-                raise ValueError("optimizer1 and optimizer2 must be two different instances")
-            for opt in (optimizer1, optimizer2):
-                # Keras' TF optimizers remember the strategy they were created under.
-                created = getattr(opt, "_distribution_strategy", strategy)
-                if created is not strategy:
-                    raise ValueError(
-                        "the optimizers must be created under the same strategy.scope() as "
-                        "the model (tf.distribute): create them inside the scope")
-            if keras.mixed_precision.global_policy().name == "mixed_float16":
-                # --precision mixed_float16: loss scaling, as keras.Model.compile adds it.
-                optimizer1, optimizer2 = (
-                    o if isinstance(o, keras.optimizers.LossScaleOptimizer)
-                    else keras.optimizers.LossScaleOptimizer(o) for o in (optimizer1, optimizer2))
-            optimizer1.build(self.net1.trainable_variables)
-            optimizer2.build(self.net2.trainable_variables)
-        self.optimizer1 = optimizer1
-        self.optimizer2 = optimizer2
-        if backend == "jax":
-            # Keras' JAX trainer carries `self.optimizer.variables` as the step's state.
-            self.optimizer = OptimizerPair(optimizer1, optimizer2)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Nothing to build: the networks are built and ``compile`` builds the optimizers.
-
-        Keras' TensorFlow trainer would, under tf.distribute, average the first batch of each
-        ``fit``/``evaluate`` across the replicas just to learn its shapes, which fails when the
-        batch does not split evenly (e.g. an S batch plus an odd-sized C batch).
-        """
-        return None
-
-    @staticmethod
-    def _image(x):
-        return x["image"] if isinstance(x, dict) else x
-
-    def call(self, x, training=False):
-        """Net 1's class probabilities ``(b, num_classes)`` for an image batch or input dict."""
-        return self.net1(self._image(x), training=training)
-
-    def train_step(self, *args):
-        """One Co-teaching step on a batch; see the module docstring.
-
-        Keras' trainer of each backend calls it: ``train_step(data)`` on TensorFlow and
-        PyTorch, ``train_step(state, data)`` returning ``(logs, state)`` on JAX.
-        """
-        return dispatch_train_step(self, *args)
+        super().compile(optimizer1, optimizer2, **kwargs)
 
     def _tf_train_step(self, data):
         """One Co-teaching step on a batch (TensorFlow); see the module docstring.
@@ -425,26 +326,17 @@ class CoTeaching(keras.Model):
             # Tracking only: per-sample means over all picks of the epoch.
             self.kept_clean1_tracker.update_state(tf.gather(clean, pick1))
             self.kept_clean2_tracker.update_state(tf.gather(clean, pick2))
-        return self._results(self._train_trackers)
+        return self.results(self._train_trackers)
 
-    # --- JAX and PyTorch: the same step in keras.ops ------------------------------------------
+    # --- JAX and PyTorch: the same step in keras.ops (TwoNetworks' steps) --------------------
     # The picks: each network's `keep` smallest losses, as a mask from the loss ranking (a
     # traced JAX step cannot take a data-dependent top_k size); ties go to the lower index,
     # as tf.math.top_k breaks them, so the picks are the TensorFlow step's.
 
-    def _neutral_inputs(self, x, y):
-        """``(image, y (b,) int32, from_s (b,) float32, clean (b,) float32 or None)``."""
-        ops = keras.ops
-        image = self._image(x)
-        y = ops.reshape(ops.cast(y, "int32"), (-1,))
-        if isinstance(x, dict) and "from_s" in x:
-            from_s = ops.reshape(ops.cast(x["from_s"], "float32"), (-1,))
-        else:
-            from_s = ops.ones((ops.shape(y)[0],), "float32")
-        clean = None
-        if isinstance(x, dict) and "clean" in x:
-            clean = ops.reshape(ops.cast(x["clean"], "float32"), (-1,))
-        return image, y, from_s, clean
+    def pair_losses(self, y, p1, p2, from_s):
+        """The exchange: ``(loss1, loss2, (m1, m2, n_pick))``, each network's mean loss over
+        the samples its peer picked (``keep`` from the tabulated forget rate)."""
+        return self._exchange(y, p1, p2, self._neutral_keep(self._keep_table, from_s))
 
     @staticmethod
     def _neutral_keep(table, from_s):
@@ -455,7 +347,7 @@ class CoTeaching(keras.Model):
 
     @staticmethod
     def _exchange(y, p1, p2, keep):
-        """Per-sample losses, picks and exchange losses (mean over the peer's picks)."""
+        """Exchange losses (mean over the peer's picks) and ``(m1, m2, n_pick)``."""
         ops = keras.ops
         ce1 = keras.losses.sparse_categorical_crossentropy(y, p1)
         ce2 = keras.losses.sparse_categorical_crossentropy(y, p2)
@@ -464,15 +356,15 @@ class CoTeaching(keras.Model):
         n_pick = ops.cast(keep, "float32")
         loss1 = ops.divide_no_nan(ops.sum(ops.where(m2, ce1, 0.0)), n_pick)
         loss2 = ops.divide_no_nan(ops.sum(ops.where(m1, ce2, 0.0)), n_pick)
-        return loss1, loss2, m1, m2, n_pick
+        return loss1, loss2, (m1, m2, n_pick)
 
-    def _neutral_track(self, y, p1, p2, from_s, clean, out):
+    def track(self, y, p1, p2, from_s, clean, loss1, loss2, aux):
         """Update the training trackers as the TensorFlow step does."""
-        loss1, loss2, m1, m2, n_pick = out
+        m1, m2, n_pick = aux
         self.loss1_tracker.update_state(loss1, sample_weight=n_pick)
         self.loss2_tracker.update_state(loss2, sample_weight=n_pick)
-        self.acc1_tracker.update_state(self._neutral_correct(y, p1), sample_weight=from_s)
-        self.acc2_tracker.update_state(self._neutral_correct(y, p2), sample_weight=from_s)
+        self.acc1_tracker.update_state(correct(y, p1), sample_weight=from_s)
+        self.acc2_tracker.update_state(correct(y, p2), sample_weight=from_s)
         self.keep_tracker.update_state(n_pick)
         if clean is not None:  # per-sample means over the picks
             self.kept_clean1_tracker.update_state(clean, sample_weight=keras.ops.cast(
@@ -481,97 +373,11 @@ class CoTeaching(keras.Model):
                 m2, "float32"))
         return {m.name: m.result() for m in self._train_trackers}
 
-    @staticmethod
-    def _neutral_correct(y, probs):
-        ops = keras.ops
-        return ops.cast(ops.equal(ops.cast(ops.argmax(probs, axis=-1), "int32"), y), "float32")
-
-    @staticmethod
-    def _neutral_reg(losses):
-        total = keras.ops.zeros((), "float32")
-        for v in losses:
-            total = total + keras.ops.cast(v, "float32")
-        return total
-
-    def _torch_train_step(self, data):
-        """The step on PyTorch (keras.io, "Customizing what happens in fit() with
-        PyTorch"): one forward pass per network, one backward pass, two optimizers."""
-        import torch
-
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        image, y, from_s, clean = self._neutral_inputs(x, y)
-        keep = self._neutral_keep(self._keep_table, from_s)
-        self.zero_grad()
-        p1 = self.net1(image, training=True)
-        p2 = self.net2(image, training=True)
-        out = self._exchange(y, p1, p2, keep)
-        reg1, reg2 = self._neutral_reg(self.net1.losses), self._neutral_reg(self.net2.losses)
-        # total1 depends on net1's variables only and total2 on net2's: one backward pass.
-        total = (self.optimizer1.scale_loss(out[0] + reg1)
-                 + self.optimizer2.scale_loss(out[1] + reg2))
-        total.backward()
-        with torch.no_grad():
-            for net, opt in ((self.net1, self.optimizer1), (self.net2, self.optimizer2)):
-                variables = net.trainable_variables
-                opt.apply([v.value.grad for v in variables], variables)
-        return self._neutral_track(y, p1, p2, from_s, clean, out)
-
-    def _jax_train_step(self, state, data):
-        """The step on JAX (keras.io, "Customizing what happens in fit() with JAX"):
-        stateless; the state is split per network (variables, BatchNorm statistics and
-        optimizer slots), each network's gradient comes from one ``jax.value_and_grad``."""
-        import jax
-
-        tv, ntv, ov, mv = state
-        pos = self._positions()
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        image, y, from_s, clean = self._neutral_inputs(x, y)
-        keep = self._neutral_keep(ntv[pos.table], from_s)
-        ntv1, ntv2 = pos.take(ntv, pos.nt1), pos.take(ntv, pos.nt2)
-        n_o1 = len(self.optimizer1.variables)
-        ov1, ov2 = list(ov[:n_o1]), list(ov[n_o1:])
-        scale_mapping = (list(zip(self.optimizer1.variables, ov1))
-                         + list(zip(self.optimizer2.variables, ov2)))
-
-        def loss_fn(tv1, tv2):
-            p1, new1, losses1 = self.net1.stateless_call(tv1, ntv1, image, training=True,
-                                                         return_losses=True)
-            p2, new2, losses2 = self.net2.stateless_call(tv2, ntv2, image, training=True,
-                                                         return_losses=True)
-            out = self._exchange(y, p1, p2, keep)
-            with keras.StatelessScope(state_mapping=scale_mapping):
-                total = (self.optimizer1.scale_loss(out[0] + self._neutral_reg(losses1))
-                         + self.optimizer2.scale_loss(out[1] + self._neutral_reg(losses2)))
-            return total, (p1, p2, new1, new2, out)
-
-        grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
-        (_, (p1, p2, new1, new2, out)), (g1, g2) = grad_fn(pos.take(tv, pos.t1),
-                                                            pos.take(tv, pos.t2))
-        tv1, ov1 = self.optimizer1.stateless_apply(ov1, g1, pos.take(tv, pos.t1))
-        tv2, ov2 = self.optimizer2.stateless_apply(ov2, g2, pos.take(tv, pos.t2))
-        tv = merge(tv, (pos.t1, tv1), (pos.t2, tv2))
-        ntv = merge(ntv, (pos.nt1, new1), (pos.nt2, new2))
-        logs, mv = stateless_metrics(self, mv, lambda: self._neutral_track(
-            y, p1, p2, from_s, clean, out))
-        return logs, (tv, ntv, list(ov1) + list(ov2), mv)
-
     def _positions(self):
         """Where each network's variables sit in this model's state lists (JAX)."""
-        if getattr(self, "_pos", None) is None:
+        if self._pos is None:
             self._pos = Positions(self, (self.net1, self.net2), table=self._keep_table)
         return self._pos
-
-    def _neutral_test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        image = self._image(x)
-        y = keras.ops.reshape(keras.ops.cast(y, "int32"), (-1,))
-        p1 = self.net1(image, training=False)
-        p2 = self.net2(image, training=False)
-        self.test_acc1_tracker.update_state(self._neutral_correct(y, p1),
-                                            sample_weight=sample_weight)
-        self.test_acc2_tracker.update_state(self._neutral_correct(y, p2),
-                                            sample_weight=sample_weight)
-        return {m.name: m.result() for m in self._test_trackers}
 
     def _authors_step(self, image, y, from_s, clean, keep):
         """The authors' step (selection="authors"): picks from an inference-mode pass, then
@@ -605,53 +411,18 @@ class CoTeaching(keras.Model):
         if clean is not None:
             self.kept_clean1_tracker.update_state(tf.gather(clean, pick1))
             self.kept_clean2_tracker.update_state(tf.gather(clean, pick2))
-        return self._results(self._train_trackers)
-
-    def test_step(self, *args):
-        """Accuracy of both networks (inference mode) on a batch.
-
-        ``test_step(data)`` on TensorFlow and PyTorch, ``test_step(state, data)`` returning
-        ``(logs, state)`` on JAX (the stateful code run in a ``keras.StatelessScope``).
-
-        Parameters
-        ----------
-        data : tuple
-            ``(x, y)`` or ``(x, y, sample_weight)``; ``x`` an image tensor ``(b, h, w, ch)`` or
-            the input dict, ``y`` ``(b,)`` int labels.
-
-        Returns
-        -------
-        dict
-            ``{"accuracy1": ..., "accuracy2": ...}`` (running means over the evaluation).
-        """
-        backend = keras.backend.backend()
-        if backend == "jax":
-            tv, ntv, mv = args[0]
-            logs, mv = stateless_metrics(self, mv, lambda: self._neutral_test_step(args[1]),
-                                         variables=(tv, ntv))
-            return logs, (tv, ntv, mv)
-        if backend == "torch":
-            return self._neutral_test_step(*args)
-        import tensorflow as tf
-
-        data = args[0]
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        image = self._image(x)
-        y = tf.reshape(tf.cast(y, tf.int32), [-1])
-        p1 = self.net1(image, training=False)
-        p2 = self.net2(image, training=False)
-        self.test_acc1_tracker.update_state(self._correct(y, p1), sample_weight=sample_weight)
-        self.test_acc2_tracker.update_state(self._correct(y, p2), sample_weight=sample_weight)
-        return self._results(self._test_trackers)
+        return self.results(self._train_trackers)
 
     @staticmethod
-    def _results(trackers):
+    def results(trackers):
         """``{name: result}`` of ``Mean`` trackers, over all replicas under tf.distribute.
 
         Each replica updates its own copy of a metric's ``total`` and ``count``; Keras averages
         the replicas' returned values, which for weighted means is not the mean over all
         samples. So the replicas' totals and counts are summed first (one all-reduce).
         """
+        if keras.backend.backend() != "tensorflow":
+            return TwoNetworks.results(trackers)
         import tensorflow as tf
 
         ctx = tf.distribute.get_replica_context()
