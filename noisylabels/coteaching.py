@@ -553,7 +553,7 @@ def forget_rate_at(epoch, *, forget_rate, tk, epochs):
 
 
 def train_two_networks(config, data, y_noisy, s_idx, c_idx, *, seed, forget_rate, warmup,
-                       out, printer=print, standard=False):
+                       out, printer=print, standard=False, method=None):
     """Co-teaching (two nets) or standard training (one net) with per-epoch test accuracy,
     diagnostics, the lr schedule with optional Adam resets, and a resumable checkpoint.
 
@@ -580,6 +580,10 @@ def train_two_networks(config, data, y_noisy, s_idx, c_idx, *, seed, forget_rate
         Where the per-epoch lines go (with ``config.verbose`` 0 or 2).
     standard : bool
         One network with plain cross-entropy on S (the standard baseline).
+    method : algorithms.family.Method, optional
+        Another method of Table 1 (``algorithms/``): its model, optimizers, callbacks and
+        per-epoch hook replace Co-teaching's; one-network methods train on S as the
+        standard baseline does, two-network ones on S's batches as Co-teaching does.
 
     Returns
     -------
@@ -596,6 +600,13 @@ def train_two_networks(config, data, y_noisy, s_idx, c_idx, *, seed, forget_rate
             model = training.build_classifier(config.arch, data, strategy, lr=config.lr)
             model.optimizer.build(model.trainable_variables)  # so --resume can restore it
             nets, optimizers, on_epoch = [model], [model.optimizer], None
+        elif method is not None:
+            nets = [models.build_model(config.arch, data.input_shape, data.num_classes)
+                    for _ in range(method.networks)]
+            model = method.build(nets, config.lr)
+            optimizers = method.optimizers(model)
+            on_epoch = None if method.on_epoch is None else (
+                lambda epoch: method.on_epoch(model, epoch))
         else:
             nets = [models.build_model(config.arch, data.input_shape, data.num_classes)
                     for _ in range(2)]
@@ -604,7 +615,8 @@ def train_two_networks(config, data, y_noisy, s_idx, c_idx, *, seed, forget_rate
             model = CoTeaching(*nets, selection=config.selection)
             optimizers = [training.adam(config.lr), training.adam(config.lr)]
             model.compile(optimizer1=optimizers[0], optimizer2=optimizers[1])
-    if not standard:
+    one_net = standard or (method is not None and method.networks == 1)
+    if not standard and method is None:
         def on_epoch(epoch):  # Co-teaching's gradual schedule, 0-based epoch as the authors
             model.forget_rate.assign(forget_rate_at(epoch, forget_rate=forget_rate, tk=config.tk,
                                                     epochs=config.epochs))
@@ -626,7 +638,8 @@ def train_two_networks(config, data, y_noisy, s_idx, c_idx, *, seed, forget_rate
                             on_epoch=on_epoch),
         training.TrainDiagnostics(nets, data.x_train[diag_idx], y_noisy[diag_idx],
                                clean[diag_idx], names=("model1", "model2")[:len(nets)]),
-        _TestAccuracyNames(standard),
+        *([] if method is None else method.callbacks(model, nets)),
+        _TestAccuracyNames(one_net),
         training.JsonlLogger(log, printer=printer if config.verbose != 1 else None,
                           optimizer=optimizers[0], epochs=config.epochs),
         training.StopOnNonFiniteLoss(f" (log: {log})"),
@@ -639,7 +652,7 @@ def train_two_networks(config, data, y_noisy, s_idx, c_idx, *, seed, forget_rate
     test = (data.x_test, data.y_test)
     # Each phase's pipeline counts its epochs from the phase's start: a run resumed inside a
     # phase skips the epochs done, so it sees the batches the uninterrupted run saw.
-    if standard:
+    if one_net:
         phases = [(lambda skip: make_train_dataset(
             data.x_train[s_idx], y_noisy[s_idx], batch_size=config.batch_size, augment=aug,
             seed=seed, first_epoch=skip), 0, config.epochs)]

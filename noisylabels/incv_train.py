@@ -43,6 +43,7 @@ import time
 import numpy as np
 
 from . import (
+    algorithms,
     devices,
     flags,
     grid,
@@ -57,7 +58,9 @@ from . import (
 from .data import describe_provenance, split_halves
 from .progress import done_line, incv_iteration_line
 
-METHODS = ("incv", "cl", "ncv", "coteaching", "standard")
+METHODS = ("incv", "cl", "ncv", "coteaching", "standard") + algorithms.ALGORITHMS
+# The methods that train Co-teaching (the --selection flag applies to them).
+COTEACHING_METHODS = ("incv", "cl", "ncv", "coteaching")
 # Selectors judged on one 2-fold round's out-of-sample probabilities (selection.py).
 ONE_ROUND_SELECTORS = ("cl", "ncv")
 SELECTIONS = ("fused", "authors")  # coteaching.SELECTIONS (tests check they agree)
@@ -86,14 +89,20 @@ def coteaching_config(args):
 def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
     """One run of ``method`` into ``out``; returns its summary.
 
-    The labels, then the method's selection (INCV, a one-round selector) or the baseline's
-    forget rate, then the training every method shares (``coteaching.train_two_networks``).
+    The labels, then the method's selection (INCV, a one-round selector), the baseline's
+    forget rate or another method's preparation (``algorithms/``), then the training every
+    method shares (``coteaching.train_two_networks``).
     """
     from . import coteaching  # Keras-based: loaded by main() after utils.load_backend()
 
     t0 = time.time()
     run = _run_labels(args, data, method, pattern, ratio, seed, out, T)
-    if method == "incv":
+    plan = None
+    if method in algorithms.ALGORITHMS:
+        plan = algorithms.load(method).prepare(_method_context(args, data, run, printer))
+        s_idx = np.arange(len(run["y_noisy"])) if plan.train_idx is None else plan.train_idx
+        c_idx, forget, warmup = np.arange(0), 0.0, 0
+    elif method == "incv":
         st = _select_incv(args, data, run, printer)
     elif method in ONE_ROUND_SELECTORS:
         st = _select_one_round(args, data, run, printer)
@@ -111,16 +120,19 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
             raise ValueError(f"{method}'s selection S is empty in {out} (no training sample "
                              "kept): nothing to train Co-teaching on. Train the selection's "
                              "networks longer (--incv_epochs) or check the labels")
-    else:
+    elif plan is None:
         s_idx, c_idx = np.arange(len(run["y_noisy"])), np.arange(0)
         forget = _baseline_forget_rate(args, data, method, run, printer)
         warmup = 0
-    run["summary"]["forget_rate"] = forget
+    if method in COTEACHING_METHODS or method == "standard":
+        run["summary"]["forget_rate"] = forget
     rows = coteaching.train_two_networks(
         coteaching_config(args), data, run["y_noisy"], s_idx, c_idx, seed=seed,
         forget_rate=forget, warmup=warmup, out=out, printer=printer,
-        standard=(method == "standard"))
+        standard=(method == "standard"), method=plan)
     summary = run["summary"]
+    if plan is not None and plan.summarize is not None:
+        summary.update(plan.summarize(rows))
     summary["test_accuracy"] = final_test_accuracy(rows)
     if "test_top5_accuracy_model1" in rows[-1]:  # more than 5 classes
         summary["test_top5_accuracy"] = final_test_accuracy(rows, key="test_top5_accuracy")
@@ -130,6 +142,20 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
                            f"{data.name}, {pattern} {'' if ratio is None else f'{ratio:g}'}, "
                            f"seed {seed}")
     return summary
+
+
+def _method_context(args, data, run, printer):
+    """What a method's ``prepare`` reads (``algorithms/``): the flags, the data, the run's
+    labels (``true_T``: the known transition matrix of synthetic noise, or None), where it
+    writes, its summary, and plain Co-teaching's forget rate on demand."""
+    import types
+
+    return types.SimpleNamespace(
+        args=args, data=data, config=coteaching_config(args), seed=run["seed"],
+        out=run["out"], printer=printer, y_noisy=run["y_noisy"], y_true=run["y_true"],
+        true_T=run["T"], rules=run["rules"], summary=run["summary"],
+        strategy=devices.device_strategy(args.devices),
+        forget_rate=lambda: _baseline_forget_rate(args, data, "coteaching", run, printer))
 
 
 def _run_labels(args, data, method, pattern, ratio, seed, out, T):
@@ -150,11 +176,13 @@ def _run_labels(args, data, method, pattern, ratio, seed, out, T):
     summary["backend"] = keras.backend.backend()  # --backend / KERAS_BACKEND, as run
     if data.provenance is not None:
         summary["data_provenance"] = data.provenance
-    if method != "standard":
+    if method in COTEACHING_METHODS:
         summary["coteaching_selection"] = args.selection
     if method == "incv" and not args.incv_results:
         summary["incv_optimizer"] = args.incv_optimizer
     y_true, y_noisy, T = noise.run_labels(data, pattern, ratio, seed=seed, T=T)
+    if y_true is None:
+        T = None
     # The authors' CSV has a clean-label column y: -1 where the clean labels are unknown.
     y_csv = y_true if y_true is not None else np.full(len(y_noisy), -1, np.int64)
     reused = None
@@ -166,7 +194,7 @@ def _run_labels(args, data, method, pattern, ratio, seed, out, T):
     utils.save_npz(os.path.join(out, "labels.npz"), y_noisy=y_noisy,
                    train_index=data.train_index,
                    **({} if y_true is None else {"y_true": y_true}))
-    return {"y_true": y_true, "y_noisy": y_noisy, "y_csv": y_csv, "rules": rules,
+    return {"y_true": y_true, "y_noisy": y_noisy, "y_csv": y_csv, "rules": rules, "T": T,
             "pattern": pattern, "ratio": ratio, "seed": seed, "out": out, "summary": summary,
             "reused_selection": reused}
 
@@ -374,7 +402,11 @@ def parse_args(argv=None):
                    help="incv = INCV + modified Co-teaching; cl = confident learning's selection "
                         "(cleanlab) + the same Co-teaching; ncv = the plain noisy cross-"
                         "validation rule (prediction == label) + the same; coteaching = Han "
-                        "et al. 2018 on the whole noisy set; standard = cross-entropy training")
+                        "et al. 2018 on the whole noisy set; standard = cross-entropy "
+                        "training; Table 1's other rows: fcorrection = Patrini et al. 2017 "
+                        "(forward loss, estimated T), decoupling = Malach & Shalev-Shwartz "
+                        "2017, mentornet = Jiang et al. 2018 (MentorNet PD), d2l = Ma et al. "
+                        "2018")
     p.add_argument("--epochs", type=int, default=PAPER_EPOCHS,
                    help="Co-teaching / standard epochs (lr drops, warm-up and Tk scale with it)")
     p.add_argument("--incv_epochs", type=int, default=PAPER_INCV_EPOCHS,
@@ -404,6 +436,7 @@ def parse_args(argv=None):
                    help="stop after INCV selection (write the CSV; no Co-teaching)")
     p.add_argument("--incv_results", type=str, default=None,
                    help="CSV of an earlier INCV selection: skip INCV and train on it")
+    algorithms.add_arguments(p)
     p.add_argument("--resume", action="store_true",
                    help="continue unfinished runs from their last INCV iteration / epoch; "
                         "refused when a run's config.json records other flags, and an "
@@ -418,8 +451,36 @@ def parse_args(argv=None):
                 "--devices all, or --devices default")
     if args.incv_only and args.incv_results:
         p.error("--incv_only and --incv_results contradict each other: choose one")
+    _check_method_arguments(p, args)
     flags.check_backend_arguments(p, args)
     return args
+
+
+def _check_method_arguments(p, args):
+    """The four methods' flags (algorithms.FLAGS): ranges and combinations, one line each."""
+    new = [m for m in args.method if m in algorithms.ALGORITHMS]
+    if new and args.devices == "all":
+        p.error(f"--method {' '.join(new)} trains on one device: use --devices default")
+    if not 0.0 < args.fcorrection_val_split < 1.0:
+        p.error(f"--fcorrection_val_split must be in (0, 1), got {args.fcorrection_val_split}")
+    if not 0.0 < args.fcorrection_percentile <= 100.0:
+        p.error(f"--fcorrection_percentile must be in (0, 100], got "
+                f"{args.fcorrection_percentile}")
+    if not 0.0 <= args.decoupling_min_batch <= 1.0:
+        p.error(f"--decoupling_min_batch must be in [0, 1], got {args.decoupling_min_batch}")
+    if not 0.0 < args.mentornet_percentile <= 1.0:
+        p.error(f"--mentornet_percentile must be in (0, 1], got {args.mentornet_percentile}")
+    if not 0.0 <= args.mentornet_decay < 1.0:
+        p.error(f"--mentornet_decay must be in [0, 1), got {args.mentornet_decay}")
+    try:
+        algorithms.dropout_table(args.mentornet_dropout)
+    except ValueError as err:
+        p.error(str(err))
+    if args.d2l_window < 2:
+        p.error(f"--d2l_window must be at least 2 (a standard deviation), got "
+                f"{args.d2l_window}")
+    if args.d2l_init_epoch < 0:
+        p.error(f"--d2l_init_epoch must be >= 0, got {args.d2l_init_epoch}")
 
 
 def run_dir(args, dataset, pattern, ratio, method, seed):
@@ -453,6 +514,9 @@ def main(args):
     flags.check_resume(args, [(r[-1], dict(zip(("seed", "pattern", "ratio", "method"), r)))
                               for r in runs], threads=thread_record,
                              allow_none=grid.is_task(args))
+    if "fcorrection" in args.method and args.fcorrection_T == "true" and not data.clean_known:
+        raise ValueError("--fcorrection_T true needs the clean labels, which these labels "
+                         "as given lack: use --fcorrection_T estimated or ncv")
     if args.incv_results and "incv" in args.method:  # checked before any run directory
         # the CSV's clean-label column y is -1 where the clean labels are unknown
         incv.read_incv_csv(args.incv_results, data.y_train if data.clean_known else

@@ -151,15 +151,19 @@ class HeldOutMonitor(keras.callbacks.Callback):
     the key is ``val_accuracy``, it skips saving with a warning), together
     with the optimizer's state of that epoch, as their ``load_model`` restored it (which
     matters only when the next run carries the state over: ``--incv_optimizer carry``).
+    ``best_by="loss"`` keeps the epoch of the lowest held-out cross-entropy instead
+    (loss-correction's ModelCheckpoint on ``val_loss``: F-correction's networks).
     """
 
     def __init__(self, x, y_noisy, y_true=None, *, batch_size=1024, keep_best=False,
-                 optimizer=None):
+                 optimizer=None, best_by="accuracy"):
         super().__init__()
+        if best_by not in ("accuracy", "loss"):
+            raise ValueError(f"best_by must be 'accuracy' or 'loss', got {best_by!r}")
         self.x, self.y_noisy, self.batch_size = x, y_noisy, batch_size
         self.clean = None if y_true is None else (y_true == y_noisy)
-        self.keep_best = keep_best
-        self.best, self.best_epoch, self.best_weights = -1.0, None, None
+        self.keep_best, self.best_by = keep_best, best_by
+        self.best, self.best_epoch, self.best_weights = -np.inf, None, None
         # Whose state is kept with the best weights: the model's own optimizer by default;
         # a network of PairedNetworks has none, its pair passes that network's.
         self._optimizer = optimizer
@@ -179,8 +183,13 @@ class HeldOutMonitor(keras.callbacks.Callback):
                     if self.clean.any() else float("nan")
                 logs["val_acc_noisy_labels"] = float(hit[~self.clean].mean()) \
                     if (~self.clean).any() else float("nan")
-        if self.keep_best and acc > self.best:
-            self.best, self.best_epoch = acc, epoch
+        # the score to maximise: accuracy, or minus the mean cross-entropy
+        score = acc if self.best_by == "accuracy" else \
+            -float(metrics.cross_entropy(probs, self.y_noisy).mean())
+        if self.best_by == "loss" and logs is not None:
+            logs["val_noisy_loss"] = -score
+        if self.keep_best and score > self.best:
+            self.best, self.best_epoch = score, epoch
             self.best_weights = self.model.get_weights()
             self.best_optimizer = [keras.ops.convert_to_numpy(v)
                                    for v in self.optimizer.variables]
@@ -319,6 +328,7 @@ def build_classifier(arch, data, strategy, *, lr=1e-3):
 
 def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
                       epochs, batch_size, schedule, augment="none", seed=0, keep_best=False,
+                      best_by="accuracy",
                       y_held_true=None, log_path=None, log_extra=None, verbose=1,
                       printer=None, callbacks=(), reset_optimizer_state=True,
                       checkpoint=None, resume=False):
@@ -340,6 +350,9 @@ def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
         E.g. a :class:`PiecewiseLR`.
     keep_best : bool
         Restore the epoch with the best held-out noisy accuracy (INCV's checkpoint rule).
+    best_by : {"accuracy", "loss"}
+        With ``keep_best``: the highest held-out noisy accuracy, or the lowest held-out
+        cross-entropy (:class:`HeldOutMonitor`).
     y_held_true : (m,) int, optional
         True labels, for tracking accuracy on clean / noisy held-out samples only.
     reset_optimizer_state : bool
@@ -373,7 +386,7 @@ def train_and_predict(model, initial_weights, x_fit, y_fit, x_held, y_held, *,
                 printer(f"  resuming after epoch {start} ({checkpoint})")
         if resume:
             _truncate_log(log_path, log_extra, start)
-    monitor = HeldOutMonitor(x_held, y_held, y_held_true, keep_best=keep_best)
+    monitor = HeldOutMonitor(x_held, y_held, y_held_true, keep_best=keep_best, best_by=best_by)
     cbs = [keras.callbacks.LearningRateScheduler(schedule), monitor,
            JsonlLogger(log_path, extra=log_extra, printer=printer, epochs=epochs),
            StopOnNonFiniteLoss(f" (log: {log_path})" if log_path else ""), *callbacks,

@@ -26,6 +26,8 @@ A new method is one short module here and one line in :data:`ALGORITHMS` (with i
 
 import importlib
 
+import numpy as np
+
 ALGORITHMS = ("fcorrection", "decoupling", "mentornet", "d2l")
 
 # The methods' own flags: (name, type, default, choices or None, help). Defaults are the
@@ -75,6 +77,24 @@ FLAGS = {
          "loads the checkpoint it has just written: a no-op)"),
     ],
 }
+
+
+def dropout_table(spec):
+    """The 100 example-dropout rates, one per percent of training, from 'rate,count,...'
+    (``utils.parse_dropout_rate_list``): "0.5,17,0.05,83" -> 0.5 for e < 17, then 0.05."""
+    parts = [p for p in str(spec).split(",") if p.strip()]
+    if len(parts) % 2:
+        raise ValueError(f"--mentornet_dropout needs rate,count pairs, got {spec!r}")
+    rates = []
+    for rate, count in zip(parts[::2], parts[1::2]):
+        rate, count = float(rate), int(count)
+        if not (0.0 <= rate < 1.0 and count >= 0):
+            raise ValueError(f"--mentornet_dropout: rates in [0, 1), counts >= 0: {spec!r}")
+        rates += [rate] * count
+    if len(rates) != 100:
+        raise ValueError(f"--mentornet_dropout must cover 100 percent of training, "
+                         f"got {len(rates)} in {spec!r}")
+    return np.asarray(rates, np.float32)
 
 
 def load(name):

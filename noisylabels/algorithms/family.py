@@ -83,8 +83,27 @@ class RuleNetwork(keras.Model):
         super().__init__(**kwargs)
         self.net, self.rule = net, rule
         self._rule_trackers = [keras.metrics.Mean(name=n) for n in rule.metrics]
+        self.rule_seed = None
         rule.build(self)
         self.built = True
+
+    def add_seed_state(self, seed):
+        """Give the rule a random stream, ``self.rule_seed`` (a ``keras.random.SeedGenerator``
+        for ``keras.random`` calls in the loss). Its state is part of :meth:`get_weights`,
+        so a checkpoint resumes the same stream (Keras' own ``weights`` leave seeds out)."""
+        self.rule_seed = keras.random.SeedGenerator(int(seed), name="rule_seed")
+
+    def get_weights(self):
+        weights = super().get_weights()
+        if self.rule_seed is not None:
+            weights.append(keras.ops.convert_to_numpy(self.rule_seed.state))
+        return weights
+
+    def set_weights(self, weights):
+        weights = list(weights)
+        if self.rule_seed is not None:
+            self.rule_seed.state.assign(weights.pop())
+        super().set_weights(weights)
 
     def tracker(self, name):
         """The rule's ``keras.metrics.Mean`` named ``name`` (updated in training only)."""
@@ -358,6 +377,8 @@ class Method:
         ``on_epoch(model, epoch)`` at every epoch start (after the lr is set).
     train_idx : (m,) int array, optional
         The training samples (default: all); F-correction holds out a validation split.
+    summarize : callable, optional
+        ``summarize(rows)`` -> the method's entries of summary.json from the epoch log.
     """
 
     networks: int
@@ -366,9 +387,10 @@ class Method:
     callbacks: Callable = lambda model, nets: []
     on_epoch: Optional[Callable] = None
     train_idx: object = None
+    summarize: Optional[Callable] = None
 
 
-def one_network(rule, *, callbacks=None, on_epoch=None, train_idx=None):
+def one_network(rule, *, callbacks=None, on_epoch=None, train_idx=None, summarize=None):
     """The :class:`Method` of a one-network rule: a :class:`RuleNetwork` compiled with the
     authors' Adam and accuracy."""
     from .. import training
@@ -381,7 +403,7 @@ def one_network(rule, *, callbacks=None, on_epoch=None, train_idx=None):
 
     return Method(networks=1, build=build, optimizers=lambda model: [model.optimizer],
                   callbacks=callbacks or (lambda model, nets: []), on_epoch=on_epoch,
-                  train_idx=train_idx)
+                  train_idx=train_idx, summarize=summarize)
 
 
 def two_networks(model_cls, **model_kwargs):
