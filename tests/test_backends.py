@@ -43,7 +43,8 @@ common = ["--dataset", "digits", "--arch", "cnn", "--n_train", "200", "--verbose
 noisy_cv.main(noisy_cv.parse_args(common + ["--epochs", "1", "--noisy_ratio", "0.4"]))
 incv_train.main(incv_train.parse_args(common + [
     "--incv_epochs", "1", "--incv_iterations", "1", "--epochs", "2", "--noisy_ratio", "0.5",
-    "--method", "incv", "cl", "ncv", "coteaching", "standard", "--augment", "standard"]))
+    "--method", "incv", "cl", "ncv", "coteaching", "standard", "fcorrection", "decoupling",
+    "mentornet", "d2l", "--augment", "standard"]))
 print(json.dumps({"tensorflow_imported": "tensorflow" in sys.modules}))
 """
 
@@ -57,7 +58,13 @@ def test_both_scripts_run_end_to_end_without_tensorflow(backend, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"tensorflow_imported": False}
     summaries = list(tmp_path.rglob("summary.json"))
-    assert len(summaries) == 6  # noisy_cv + incv, cl, ncv, coteaching, standard
+    # noisy_cv + incv, cl, ncv, coteaching, standard + Table 1's other four
+    assert len(summaries) == 10
+    for method in ("fcorrection", "decoupling", "mentornet", "d2l"):
+        summary = json.loads(next(p for p in summaries
+                                  if f"/{method}/" in str(p)).read_text())
+        assert summary["backend"] == backend and summary["method"] == method
+        assert 0.0 <= summary["test_accuracy"]["model1"] <= 1.0
     for path in summaries:
         assert json.loads(path.read_text())["backend"] == backend
         config = json.loads((path.parent / "config.json").read_text())
