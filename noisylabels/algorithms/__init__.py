@@ -88,8 +88,8 @@ def dropout_table(spec):
     rates = []
     for rate, count in zip(parts[::2], parts[1::2]):
         rate, count = float(rate), int(count)
-        if not (0.0 <= rate < 1.0 and count >= 0):
-            raise ValueError(f"--mentornet_dropout: rates in [0, 1), counts >= 0: {spec!r}")
+        if not (0.0 <= rate <= 1.0 and count >= 0):
+            raise ValueError(f"--mentornet_dropout: rates in [0, 1], counts >= 0: {spec!r}")
         rates += [rate] * count
     if len(rates) != 100:
         raise ValueError(f"--mentornet_dropout must cover 100 percent of training, "
