@@ -14,7 +14,9 @@ loss bootstraps its targets (:func:`d2l_loss`):
     before: -sum_k clip(y_k, 0.01/9, 0.99) log p_k
     after:  -sum_k (alpha y_k + (1 - alpha) onehot(argmax p)_k) log p_k
 
-with p clipped to [1e-7, 1 - 1e-7] (Keras 2's cross-entropy clipped it). alpha and the
+with p clipped to [1e-7, 1 - 1e-7] (the reference clips it after the turning point; before
+it, it takes log p unclipped: clipped here too, so that a probability that underflows to 0
+cannot make the loss infinite; no other value changes). alpha and the
 history are model variables (assigned between epochs: no re-compilation, so JAX's traced
 step reads the new value), saved with every checkpoint. At the turning point the reference
 "rolls back" by loading the checkpoint it wrote at the end of the previous epoch, i.e. the
