@@ -1,6 +1,6 @@
 """Tables from finished runs: the paper's Table 1 layout (methods x settings, final test
-accuracy), INCV's selection per iteration, the noise-ratio estimates, and noisy_cv.py's
-measurements beside the closed forms.
+accuracy), its other methods' diagnostics, INCV's selection per iteration, the noise-ratio
+estimates, and noisy_cv.py's measurements beside the closed forms.
 
     python table.py results/                       # Markdown to stdout
     python table.py results/grid --format csv --out results/grid/table.csv
@@ -19,16 +19,21 @@ import sys
 
 import numpy as np
 
+from .algorithms import FLAGS as METHOD_FLAGS
 from .data import dataset_name
 from .published import (CIFAR_N_PROTOCOL, CIFAR_N_PUBLISHED, PAPER_CIFAR10,  # noqa: F401
                         PAPER_RUNS, PAPER_SETTINGS)
-from .table_format import format_comparison, format_csv, format_markdown  # noqa: F401
+from .table_format import (format_comparison, format_csv, format_diagnostics,  # noqa: F401
+                           format_markdown)
 from .utils import atomic_write, cli, read_json, read_jsonl
 
 CIFAR_N_DATASETS = ("cifar10n", "cifar100n")  # cifar_n.DATASETS (no import: no numpy zip code)
-METHOD_LABELS = {"standard": "Standard", "coteaching": "Co-teaching",
-                 "incv": "INCV + Co-teaching", "cl": "Confident learning + Co-teaching",
-                 "ncv": "Noisy CV rule + Co-teaching"}
+# Table 1's row names, in its order (the accuracy table and the curves' legend follow this
+# dict): Standard first (ours only, not in the paper), the other selectors after the paper's.
+METHOD_LABELS = {"standard": "Standard", "fcorrection": "F-correction",
+                 "decoupling": "Decoupling", "coteaching": "Co-teaching",
+                 "mentornet": "MentorNet", "d2l": "D2L", "incv": "INCV + Co-teaching",
+                 "cl": "Confident learning + Co-teaching", "ncv": "Noisy CV rule + Co-teaching"}
 CIFAR_N_LABEL = "(CIFAR-N paper)"
 # Datasets whose accuracy table also shows network 1 at its best epoch on the test set, and
 # why (chosen on the test set, it is never a result).
@@ -53,9 +58,12 @@ _SUMMARY_TYPES = {
     "seed": int, "epochs": int, "n_train": int, "noisy_accuracy": _NUMBER,
     "label_precision": _NUMBER, "label_recall": _NUMBER, "estimated_noise_ratio": _NUMBER,
     "actual_noise_ratio": _NUMBER, "test_accuracy": (dict, *_NUMBER), "theory": dict,
-    "incv": list}
+    "incv": list, "fcorrection": dict, "lowest_val_loss_epoch": dict,
+    "d2l_turning_epoch": _NUMBER, "d2l_final_alpha": _NUMBER}
 _NESTED_NUMBERS = {"test_accuracy": ("model1", "model2", "mean"),
-                   "theory": ("accuracy", "label_precision", "label_recall")}
+                   "theory": ("accuracy", "label_precision", "label_recall"),
+                   "fcorrection": ("mean_abs_error",),
+                   "lowest_val_loss_epoch": ("epoch", "test_accuracy")}
 _INCV_NUMBERS = ("iteration", "selected", "candidates", "removed", "label_precision",
                  "label_recall")
 
@@ -113,7 +121,7 @@ def _read_run(path):
     method = get("method")
     return {"path": path, "status": status, "reason": reason, "summary": summary,
             "kind": "train" if method is not None else "cv", "method": method,
-            "variant": _variant(args),
+            "variant": _variant(args, method),
             "dataset": dataset, "arch": get("arch", args.get("arch")),
             # an --incv_only run trains no final networks: its --epochs means nothing
             "epochs": None if args.get("incv_only") else get("epochs", args.get("epochs")),
@@ -121,20 +129,52 @@ def _read_run(path):
             "ratio": get("ratio"), "seed": get("seed"),
             # --image_size (CIFAR downsampled, an image folder's side); older runs: 32
             "image_size": args.get("image_size", 32),
-            "flags": {k: v for k, v in args.items() if k not in _GRID_FLAGS}}
+            "flags": {k: v for k, v in args.items()
+                      if k not in _GRID_FLAGS and not _foreign(k, method)}}
 
 
 # Options that make a run a variant of its method (not a seed of it): flag -> (default,
 # label). Runs with a non-default value get their own rows, labelled.
 _VARIANTS = {"selection": ("fused", "authors' selection"),
              "incv_optimizer": ("fresh", "Adam state carried")}
+# The flags of one method each (algorithms.FLAGS, defaults there): flag -> the label of a
+# non-default value ("<flag> <value>" for a flag not listed). They split only their own
+# method's runs: a Standard run made under --mentornet_variant self_paced is the same run.
+_METHOD_VARIANTS = {
+    "fcorrection_T": {"true": "true T", "ncv": "T from the noisy-CV ratio"}.get,
+    "fcorrection_percentile": "T at percentile {:g}".format,
+    "fcorrection_val_split": "validation split {:g}".format,
+    "decoupling_min_batch": "rho {:g}".format,
+    "mentornet_variant": {"self_paced": "self-paced"}.get,
+    "mentornet_percentile": "p {:g}".format,
+    "mentornet_decay": "decay {:g}".format,
+    "mentornet_dropout": "dropout {}".format,
+    "d2l_init_epoch": "init epoch {:g} of 200".format,
+    "d2l_window": "window {}".format,
+    "d2l_rollback": {"reference": "reference's no-op rollback"}.get}
+_OWNER = {name: (method, default) for method, specs in METHOD_FLAGS.items()
+          for name, _, default, *_ in specs}
 
 
-def _variant(args):
-    """" (authors' selection)" etc. for a run with a non-default variant flag, else ""."""
+def _variant(args, method=None):
+    """" (authors' selection)" etc. for a run with a non-default variant flag, else "";
+    a method's own flags (:data:`_METHOD_VARIANTS`) count for that method's runs only."""
     labels = [label for flag, (default, label) in _VARIANTS.items()
               if args.get(flag, default) != default]
+    for flag, (owner, default) in _OWNER.items():
+        value = args.get(flag, default)
+        if owner == method and value != default:
+            try:
+                label = _METHOD_VARIANTS.get(flag, lambda v: None)(value)
+            except (TypeError, ValueError):  # a hand-edited value ("{:g}" of a string)
+                label = None
+            labels.append(label or f"{flag} {value}")
     return f" ({', '.join(labels)})" if labels else ""
+
+
+def _foreign(flag, method):
+    """Whether ``flag`` is another method's own flag (it says nothing about this run)."""
+    return flag in _OWNER and _OWNER[flag][0] != method
 
 
 def _group(r):
@@ -500,9 +540,56 @@ def table_not_included(runs):
     return rows
 
 
+# Table 1's methods that table_diagnostics reads (algorithms.ALGORITHMS).
+DIAGNOSED = ("fcorrection", "decoupling", "mentornet", "d2l")
+
+
+def table_diagnostics(runs):
+    """What Table 1's other methods did, per (group, setting, method) over seeds.
+
+    F-correction: ``T_error`` (its summary's mean |T_est - T| over the c x c entries; None
+    where the true T is unknown) and, at the epoch of the lowest noisy-validation loss (the
+    reference's checkpoint rule, never the accuracy table's figure), that epoch and network
+    1's test accuracy (%). D2L: ``turned`` (how many seeds found a turning point),
+    ``turning_epoch`` over those, ``final_alpha``. MentorNet: ``final_weight`` (the last
+    epoch's mean sample weight, log.jsonl ``weight``). Decoupling: ``final_disagree`` (the
+    last epoch's fraction of each batch updated on) and ``final_disagree_clean`` (the clean
+    labels' fraction among them).
+    """
+    rows, rank = [], list(METHOD_LABELS)
+    cells = _cells(runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["method"],
+                                             r["variant"]), lambda r: r["method"] in DIAGNOSED)
+    # per setting, Table 1's row order (F-correction, Decoupling, MentorNet, D2L)
+    for (group, pattern, ratio, method, variant), rs in sorted(cells, key=lambda kv: (
+            _order(kv[0][:3]), rank.index(kv[0][3]), kv[0][4])):
+        s = [r["summary"] for r in rs]
+        row = {"table": "diagnostics", "group": _label(group),
+               "setting": _setting(pattern, ratio), "method": _method_label(method, variant),
+               "method_key": method, "n": len(rs),
+               "seeds": " ".join(str(x) for x in sorted(r["seed"] for r in rs))}
+        if method == "fcorrection":
+            _put(row, "T_error", [(x.get("fcorrection") or {}).get("mean_abs_error") for x in s])
+            best = [x.get("lowest_val_loss_epoch") or {} for x in s]
+            _put(row, "lowest_val_loss_epoch", [b.get("epoch") for b in best])
+            _put(row, "lowest_val_loss_accuracy", [b.get("test_accuracy") for b in best], 100.0)
+        elif method == "d2l":
+            turning = [x.get("d2l_turning_epoch") for x in s]
+            row["turned"] = sum(t is not None for t in turning)
+            _put(row, "turning_epoch", turning)
+            _put(row, "final_alpha", [x.get("d2l_final_alpha") for x in s])
+        elif method == "mentornet":
+            _put(row, "final_weight", [_last_logged(r["path"], "weight") for r in rs])
+        else:  # decoupling
+            for k in ("disagree", "disagree_clean"):
+                _put(row, f"final_{k}", [_last_logged(r["path"], k) for r in rs])
+        rows.append(row)
+    return rows
+
+
 def build_tables(runs):
     """All tables of a report: {name: rows}, in report order."""
-    return {"accuracy": table_accuracy(runs), "incv_selection": table_selection(runs),
+    return {"accuracy": table_accuracy(runs), "diagnostics": table_diagnostics(runs),
+            "incv_selection": table_selection(runs),
             "noise_ratio": table_noise(runs), "noisy_cv": table_noisy_cv(runs),
             "selectors": table_selectors(runs), "noise_estimates": table_noise_estimates(runs),
             "flows": table_flows(runs), "not_included": table_not_included(runs)}

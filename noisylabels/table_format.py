@@ -18,11 +18,12 @@ def _num(value, digits=3):
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _fmt(row, name, digits=3):
-    """'mean ± std' of row[name_*] ('mean' alone when n < 2; '(n=k)' when nulls were left out)."""
+def _fmt(row, name, digits=3, count=True):
+    """'mean ± std' of row[name_*] ('mean' alone when n < 2; '(n=k)' when nulls were left out,
+    unless ``count`` is False: the caller says how many)."""
     mean, std = row.get(f"{name}_mean"), row.get(f"{name}_std")
     text = _num(mean, digits) + ("" if mean is None or std is None else f" ± {std:.{digits}f}")
-    return text + (f" (n={row[f'{name}_n']})" if f"{name}_n" in row else "")
+    return text + (f" (n={row[f'{name}_n']})" if count and f"{name}_n" in row else "")
 
 
 def _accuracy_cell(r, name="accuracy"):
@@ -97,6 +98,47 @@ def format_comparison(tables):
     return out
 
 
+def _diagnosis(r):
+    """The diagnostics cell of one :func:`~noisylabels.table.table_diagnostics` row."""
+    method = r["method_key"]
+    if method == "fcorrection":
+        return (f"mean |T̂ − T| {_fmt(r, 'T_error')}; reference's checkpoint rule: lowest "
+                f"noisy-validation loss at epoch {_fmt(r, 'lowest_val_loss_epoch', 1)}, test "
+                f"accuracy {_fmt(r, 'lowest_val_loss_accuracy', 2)} %")
+    if method == "d2l":
+        found = f"turning point in {r['turned']} of {r['n']} seeds"
+        if r["turned"]:
+            found += f", epoch {_fmt(r, 'turning_epoch', 1, count=False)}"
+        return f"{found}; final alpha {_fmt(r, 'final_alpha')}"
+    if method == "mentornet":
+        return f"final-epoch mean sample weight {_fmt(r, 'final_weight')}"
+    return (f"final-epoch disagreement fraction {_fmt(r, 'final_disagree')} (clean labels "
+            f"among them {_fmt(r, 'final_disagree_clean')})")
+
+
+def format_diagnostics(tables):
+    """Markdown of :func:`~noisylabels.table.table_diagnostics`: a row per setting and
+    method, one text cell of that method's figures; [] when no such run was found."""
+    rows = tables.get("diagnostics") or []
+    title = "\n## Table 1's other methods: diagnostics (mean ± sample std over seeds)"
+    out = [title] if rows else []
+    for label, group in _by_group(rows):
+        out += [f"\n### {label}\n", _markdown_table(
+            ["setting", "method", "n", "diagnostics"],
+            [[r["setting"], r["method"], r["n"], _diagnosis(r)] for r in group])]
+    if rows:
+        out.append(
+            "\nF-correction: mean |T̂ − T| over the c x c entries, T the empirical transition "
+            "of each run's noisy labels (n=k: the true T known in k runs); the test accuracy of "
+            "network 1 at the epoch of its lowest noisy-validation loss is the reference's "
+            "checkpoint rule, shown beside the accuracy table's final epoch, never in it. D2L: "
+            "the turning epoch as the reference counts it, alpha = the given label's weight in "
+            "the bootstrapped target (1 until the turn). MentorNet: the mean sample weight "
+            "(the kept fraction). Decoupling: the fraction of each batch the two networks "
+            "disagree on, and the clean labels' fraction among those samples.")
+    return out
+
+
 def format_markdown(tables):
     """The report (``build_tables``' output) as Markdown: a section per non-empty table,
     a sub-table per group, then the "Not included" list."""
@@ -141,6 +183,12 @@ def format_markdown(tables):
             "sample std (ddof=1) over seeds, n = runs (no ± when n = 1). Rows marked (paper): "
             f"arXiv:1905.05040 Table 1, CIFAR-10, {t.PAPER_RUNS} runs, mean ± as the paper "
             "prints it.")
+    others = {t.METHOD_LABELS[m] for m in t.DIAGNOSED}
+    if any(r["source"] == "measured" and r["method"].split(" (")[0] in others
+           for r in tables["accuracy"]):
+        out.append("F-correction (its second, forward-corrected network), MentorNet and D2L "
+                   "train one network, Decoupling two; their diagnostics follow.")
+    out += format_diagnostics(tables)
     sections = (
         ("incv_selection", "INCV selection per iteration (mean over seeds)",
          ["setting", "iteration", "n", "|S|", "|C|", "removed", "LP", "LR"],

@@ -24,6 +24,10 @@ ACC = {("sym", 0.5, "incv"): [0.85, 0.84, None],        # seed 2: partial (confi
        ("asym", 0.4, "standard"): [0.77, 0.75, 0.76]}
 
 
+# Methods that train one network (summary test_accuracy.model2 null).
+ONE_NETWORK = ("standard", "fcorrection", "mentornet", "d2l")
+
+
 def _write(path, name, obj):
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, name), "w") as f:
@@ -51,7 +55,7 @@ def _train_run(root, pattern, ratio, method, seed, acc, *, incv_only=False, arch
                       "removed": 10, "keep_best": i < 3, "label_precision": 0.9 + 0.01 * seed,
                       "label_recall": 0.5 + 0.1 * i} for i in (1, 2)]
     if not incv_only:
-        two = method != "standard"
+        two = method not in ONE_NETWORK
         s["test_accuracy"] = {"model1": acc, "model2": acc - 0.05 if two else None,
                               "mean": acc - 0.025 if two else acc}
     _write(out, "summary.json", s)
@@ -440,3 +444,184 @@ def test_curves_of_several_seeds_are_a_panel_per_setting(tmp_path, monkeypatch):
     monkeypatch.undo()
     table.main(table.parse_args([str(tmp_path), "--curves", out]))  # the real figure
     assert os.path.getsize(out) > 1000
+
+
+# Table 1's rows, in its order, and what the table calls our runs of each method.
+TABLE_1 = ("F-correction", "Decoupling", "Co-teaching", "MentorNet", "D2L",
+           "INCV + Co-teaching")
+METHODS = ("standard", "fcorrection", "decoupling", "coteaching", "mentornet", "d2l", "incv",
+           "cl", "ncv")
+
+
+def _set(run, *, args=None, summary=None, log=None):
+    """Amend a fabricated run: flags into config.json's args, fields into summary.json, and
+    log.jsonl's rows (epochs 1, 2, ...)."""
+    for name, extra in (("config", args), ("summary", summary)):
+        if extra:
+            with open(os.path.join(run, f"{name}.json")) as f:
+                obj = json.load(f)
+            (obj["args"] if name == "config" else obj).update(extra)
+            _write(run, f"{name}.json", obj)
+    if log is not None:
+        with open(os.path.join(run, "log.jsonl"), "w") as f:
+            f.writelines(json.dumps({"epoch": e + 1, **row}) + "\n" for e, row in enumerate(log))
+    return run
+
+
+def _measured(md, header="| method | sym 0.5 |"):
+    """The method names of the first accuracy table under ``header`` in Markdown ``md``."""
+    lines = md[md.index(header):].split("\n\n")[0].splitlines()[2:]
+    return [line.split(" | ")[0].lstrip("| ") for line in lines]
+
+
+def test_table_1_rows_in_the_papers_order_with_the_papers_numbers(tmp_path):
+    """Every method gets its paper name; rows: Standard, Table 1's six in its order, the
+    other selectors; the paper's rows after ours in the same order, its numbers unchanged."""
+    assert [table.METHOD_LABELS[m] for m in METHODS] == [
+        "Standard", *TABLE_1[:-1], "INCV + Co-teaching", "Confident learning + Co-teaching",
+        "Noisy CV rule + Co-teaching"]
+    assert set(table.PAPER_CIFAR10) == set(TABLE_1)  # a paper row for each name
+    root = str(tmp_path)
+    for k, method in enumerate(sorted(METHODS)):  # written in another order than the paper's
+        for seed in (0, 1):
+            _train_run(root, "sym", 0.5, method, seed, 0.5 + 0.01 * k + 0.02 * seed)
+    tables = table.build_tables(table.collect_runs([root]))
+    md = table.format_markdown(tables)
+    ours = [table.METHOD_LABELS[m] for m in METHODS]
+    assert _measured(md) == ours + [f"{name} (paper)" for name in TABLE_1]
+    for k, method in enumerate(sorted(METHODS)):
+        acc = 100 * (0.5 + 0.01 * k) + 1.0
+        r = _row(tables["accuracy"], method=table.METHOD_LABELS[method], source="measured")
+        assert r["accuracy_mean"] == pytest.approx(acc) and r["n"] == 2
+        assert r["accuracy_std"] == pytest.approx(np.std([acc - 1, acc + 1], ddof=1))
+        assert r["note"] == ""
+    for name, cells in table.PAPER_CIFAR10.items():
+        mean, std = cells[table.PAPER_SETTINGS.index("sym 0.5")]
+        assert f"| {name} (paper) | {mean:.2f} ± {std:.2f} |" in md
+    # the accuracy table's best-epoch and both-networks views keep the order too
+    both = md[md.index("Mean of both networks"):]
+    assert _measured(both) == ours + [f"{name} (paper)" for name in TABLE_1]
+    assert "Decoupling two; their diagnostics follow" in md
+
+
+def test_a_methods_own_flags_split_only_that_methods_runs(tmp_path):
+    """A non-default flag of a method makes a labelled row of that method, never averaged
+    with the default one; another method's run under that flag is the same run (one row,
+    no 'runs differ' note)."""
+    root = str(tmp_path)
+    variants = {"fcorrection": ({"fcorrection_T": "true"}, "F-correction (true T)"),
+                "decoupling": ({"decoupling_min_batch": 0.2}, "Decoupling (rho 0.2)"),
+                "mentornet": ({"mentornet_variant": "self_paced"}, "MentorNet (self-paced)"),
+                "d2l": ({"d2l_rollback": "reference", "d2l_window": 3},
+                        "D2L (window 3, reference's no-op rollback)")}
+    every = {k: v for flags, _ in variants.values() for k, v in flags.items()}
+    defaults = {name: default for specs in table.METHOD_FLAGS.values()
+                for name, _, default, *_ in specs}
+    for method, (flags, _) in variants.items():
+        _set(_train_run(str(tmp_path / "a"), "sym", 0.5, method, 0, 0.6), args=defaults)
+        _set(_train_run(str(tmp_path / "b"), "sym", 0.5, method, 0, 0.4), args=flags)
+    for seed, flags in ((0, defaults), (1, every)):  # Standard, Co-teaching under all of them
+        for method in ("standard", "coteaching"):
+            _set(_train_run(root, "sym", 0.5, method, seed, 0.5 + 0.1 * seed), args=flags)
+    runs = table.collect_runs([root])
+    assert {r["status"] for r in runs} == {"done"}  # a variant is not a duplicate seed
+    rows = [r for r in table.table_accuracy(runs) if r["source"] == "measured"]
+    for method, (_, label) in variants.items():
+        assert _row(rows, method=table.METHOD_LABELS[method])["accuracy_mean"] == 60.0
+        assert _row(rows, method=label)["accuracy_mean"] == pytest.approx(40.0)
+    for label in ("Standard", "Co-teaching"):
+        r = _row(rows, method=label)
+        assert (r["n"], r["note"]) == (2, "")
+        assert r["accuracy_mean"] == pytest.approx(55.0)
+    assert len(rows) == 2 * len(variants) + 2
+    md = table.format_markdown(table.build_tables(runs))
+    assert _measured(md) == ["Standard", "F-correction", "F-correction (true T)",
+                             "Decoupling", "Decoupling (rho 0.2)", "Co-teaching", "MentorNet",
+                             "MentorNet (self-paced)", "D2L",
+                             "D2L (window 3, reference's no-op rollback)"] + [
+        f"{name} (paper)" for name in TABLE_1]
+    # every flag of every method has a label; a value without one falls back to its name
+    assert set(table._METHOD_VARIANTS) == set(defaults)
+    assert table._variant({"fcorrection_T": "ncv", "fcorrection_percentile": 100},
+                          "fcorrection") == " (T from the noisy-CV ratio, T at percentile 100)"
+    assert table._variant({"mentornet_variant": "other"}, "mentornet") == (
+        " (mentornet_variant other)")
+    assert table._variant({"d2l_init_epoch": 0.0}, "d2l") == " (init epoch 0 of 200)"
+    assert table._variant({**every, "selection": "authors"}, "incv") == (
+        " (authors' selection)")
+    assert table._variant(defaults, "fcorrection") == ""
+    assert table._variant({"d2l_window": "five"}, "d2l") == " (window five)"
+    assert table._variant({"d2l_init_epoch": "late"}, "d2l") == " (d2l_init_epoch late)"
+
+
+def test_diagnostics_of_the_other_methods(tmp_path, results):
+    """One row per setting and method (Table 1's order), mean ± sample std over seeds of the
+    numbers each run wrote; a variant gets its own row; none without such runs."""
+    root = str(tmp_path / "runs")
+    t_error, epoch, at_best = (0.05, 0.07, None), (10, 12, 14), (0.5, 0.6, 0.7)
+    turning, alpha = (12, None, 16), (0.8, 1.0, 0.6)
+    weight, disagree, clean = (0.7, 0.8, 0.9), (0.3, 0.4, 0.2), (0.2, 0.3, 0.4)
+    for seed in range(3):
+        fc = {"fcorrection_T": "estimated", "condition_number": 3.0}
+        if t_error[seed] is not None:  # a run whose true T is unknown has no error
+            fc["mean_abs_error"] = t_error[seed]
+        _set(_train_run(root, "sym", 0.5, "fcorrection", seed, 0.4), summary={
+            "fcorrection": fc, "lowest_val_loss_epoch": {
+                "epoch": epoch[seed], "val_noisy_loss": 1.0, "test_accuracy": at_best[seed]}})
+        _set(_train_run(root, "sym", 0.5, "d2l", seed, 0.4), summary={
+            "d2l": {"init_epoch": 40, "window": 5, "rollback": "real"},
+            "d2l_turning_epoch": turning[seed], "d2l_final_alpha": alpha[seed]})
+        _set(_train_run(root, "sym", 0.5, "mentornet", seed, 0.4),
+             log=[{"weight": 0.1}, {"weight": weight[seed]}])  # the final epoch's counts
+        _set(_train_run(root, "sym", 0.5, "decoupling", seed, 0.4),
+             log=[{"disagree": 0.9, "disagree_clean": 0.9},
+                  {"disagree": disagree[seed], "disagree_clean": clean[seed]}])
+    _set(_train_run(str(tmp_path / "sp"), "sym", 0.5, "mentornet", 0, 0.4),
+         args={"mentornet_variant": "self_paced"}, log=[{"weight": 0.55}])
+    tables = table.build_tables(table.collect_runs([str(tmp_path / "runs"),
+                                                    str(tmp_path / "sp")]))
+    rows = tables["diagnostics"]
+    assert [r["method"] for r in rows] == ["F-correction", "Decoupling", "MentorNet",
+                                           "MentorNet (self-paced)", "D2L"]
+
+    def check(row, name, values, scale=1.0):
+        v = [scale * x for x in values if x is not None]
+        assert row[f"{name}_mean"] == pytest.approx(np.mean(v))
+        assert row[f"{name}_std"] == pytest.approx(np.std(v, ddof=1))
+
+    fc = _row(rows, method="F-correction")
+    check(fc, "T_error", t_error)
+    assert fc["n"] == 3 and fc["T_error_n"] == 2
+    check(fc, "lowest_val_loss_epoch", epoch)
+    check(fc, "lowest_val_loss_accuracy", at_best, 100.0)
+    d2l = _row(rows, method="D2L")
+    assert d2l["turned"] == 2
+    check(d2l, "turning_epoch", turning)
+    check(d2l, "final_alpha", alpha)
+    check(_row(rows, method="MentorNet"), "final_weight", weight)
+    sp = _row(rows, method="MentorNet (self-paced)")
+    assert (sp["n"], sp["final_weight_mean"], sp["final_weight_std"]) == (1, 0.55, None)
+    dec = _row(rows, method="Decoupling")
+    check(dec, "final_disagree", disagree)
+    check(dec, "final_disagree_clean", clean)
+    md = table.format_markdown(tables)
+    section = md[md.index("## Table 1's other methods: diagnostics"):]
+    assert "| setting | method | n | diagnostics |" in section
+    assert (r"| sym 0.5 | F-correction | 3 | mean \|T̂ − T\| 0.060 ± 0.014 (n=2); "
+            "reference's checkpoint rule: lowest noisy-validation loss at epoch 12.0 ± 2.0, "
+            "test accuracy 60.00 ± 10.00 % |") in section
+    assert ("| sym 0.5 | D2L | 3 | turning point in 2 of 3 seeds, epoch 14.0 ± 2.8; "
+            "final alpha 0.800 ± 0.200 |") in section
+    assert "| MentorNet | 3 | final-epoch mean sample weight 0.800 ± 0.100 |" in section
+    assert "| MentorNet (self-paced) | 1 | final-epoch mean sample weight 0.550 |" in section
+    assert ("| Decoupling | 3 | final-epoch disagreement fraction 0.300 ± 0.100 (clean "
+            "labels among them 0.300 ± 0.100) |") in section
+    assert md.index("| F-correction |") < md.index("## Table 1's other methods")
+    assert md.index("## Table 1's other methods") < md.index("## Not included")
+    csv_rows = [r for r in csv.DictReader(io.StringIO(table.format_csv(tables)))
+                if r["table"] == "diagnostics"]
+    assert float(_row(csv_rows, method="D2L")["turned"]) == 2
+    # none of Table 1's other methods: no section, no rows
+    old = table.build_tables(table.collect_runs([results[0]]))
+    text = table.format_markdown(old)
+    assert old["diagnostics"] == [] and "other methods" not in text and "follow" not in text
