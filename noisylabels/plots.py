@@ -74,6 +74,17 @@ def plot_test_curves(setting_dir, seed, path, title):
     plot_curves([(log.split(os.sep)[-3], utils.read_jsonl(log)) for log in logs], path, title)
 
 
+def colours(n):
+    """``n`` distinct line colours: matplotlib's tab10 up to 10 (its default cycle), tab20 up
+    to 20, beyond that evenly spaced over 'turbo' (a repeated colour would merge two runs)."""
+    plt = pyplot()
+    if n <= 10:
+        return [f"C{k}" for k in range(n)]
+    if n <= 20:
+        return [plt.get_cmap("tab20")(k) for k in range(n)]
+    return [plt.get_cmap("turbo")(x) for x in np.linspace(0.05, 0.95, n)]
+
+
 def plot_curves(curves, path, title):
     """Clean test accuracy per epoch of several runs in one figure (Fig. 4's layout):
     network 1 solid, network 2 dashed, one colour per run.
@@ -83,11 +94,11 @@ def plot_curves(curves, path, title):
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
-    for k, (label, rows) in enumerate(curves):
+    for (label, rows), colour in zip(curves, colours(len(curves))):
         for key, style in (("test_accuracy_model1", "-"), ("test_accuracy_model2", "--")):
             pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
             if pts:
-                ax.plot(*zip(*pts), style, color=f"C{k % 10}",
+                ax.plot(*zip(*pts), style, color=colour,
                         label=f"{label} ({key.rsplit('_', 1)[1]})")
     ax.set(xlabel="epoch", ylabel="clean test accuracy", title=title)
     ax.grid(alpha=0.3)
@@ -100,24 +111,26 @@ def plot_seed_curves(panels, path, title):
     test accuracy per epoch of each seed as a thin line and their mean over seeds bold.
 
     panels: dict setting -> dict method label -> list (one per seed) of log rows with
-    ``epoch`` and ``test_accuracy_model1``.
+    ``epoch`` and ``test_accuracy_model1``. A method keeps its colour in every panel.
     """
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False,
                              constrained_layout=True, sharey=True)
+    names = list(dict.fromkeys(m for methods in panels.values() for m in methods))
+    colour = dict(zip(names, colours(len(names))))
     for ax, (setting, methods) in zip(axes[0], panels.items()):
-        for k, (method, seeds) in enumerate(methods.items()):
+        for method, seeds in methods.items():
             by_epoch = {}
             for rows in seeds:
                 pts = [(r["epoch"], r["test_accuracy_model1"]) for r in rows
                        if r.get("test_accuracy_model1") is not None]
                 if pts:
-                    ax.plot(*zip(*pts), "-", color=f"C{k % 10}", lw=0.7, alpha=0.45)
+                    ax.plot(*zip(*pts), "-", color=colour[method], lw=0.7, alpha=0.45)
                 for e, a in pts:
                     by_epoch.setdefault(e, []).append(a)
             epochs = sorted(by_epoch)
             ax.plot(epochs, [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs], "-",
-                    color=f"C{k % 10}", lw=2, label=f"{method} ({len(seeds)} seeds)")
+                    color=colour[method], lw=2, label=f"{method} ({len(seeds)} seeds)")
         ax.set(xlabel="epoch", title=setting)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

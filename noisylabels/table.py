@@ -597,7 +597,8 @@ def build_tables(runs):
 
 def write_curves(runs, path):
     """Overlay the per-epoch clean test accuracy of every finished incv_train.py run in
-    ``runs`` (e.g. ``--selection fused`` beside ``authors``) in one figure at ``path``.
+    ``runs`` (e.g. ``--selection fused`` beside ``authors``) in one figure at ``path``: every
+    method present in its own colour, labelled with Table 1's row names, in its row order.
 
     Raises
     ------
@@ -606,10 +607,18 @@ def write_curves(runs, path):
     """
     from . import plots
 
+    rank = list(METHOD_LABELS)
+
+    def order(r):  # setting, then Table 1's row order (the legend's order)
+        method = rank.index(r["method"]) if r["method"] in rank else len(rank)
+        return (_order((_label(_group(r)), r["pattern"], r["ratio"])), method, str(r["method"]),
+                r["variant"], r["seed"] is None, r["seed"] or 0)
+
     curves, panels = [], {}
-    for r in runs:
+    for r in sorted((r for r in runs if r["status"] == "done" and r["kind"] == "train"),
+                    key=order):
         log = os.path.join(r["path"], "log.jsonl")
-        if r["status"] != "done" or r["kind"] != "train" or not os.path.isfile(log):
+        if not os.path.isfile(log):
             continue
         rows = read_jsonl(log)
         if any(row.get("test_accuracy_model1") is not None for row in rows):

@@ -625,3 +625,61 @@ def test_diagnostics_of_the_other_methods(tmp_path, results):
     old = table.build_tables(table.collect_runs([results[0]]))
     text = table.format_markdown(old)
     assert old["diagnostics"] == [] and "other methods" not in text and "follow" not in text
+
+
+def _legends(monkeypatch, root, out):
+    """Run --curves on ``root``; return each panel's legend: [(label, line colour)]."""
+    from matplotlib.colors import to_rgba
+
+    from noisylabels import plots
+
+    figures = []
+    monkeypatch.setattr(plots.utils, "save_figure", lambda fig, path: figures.append(fig))
+    table.main(table.parse_args([root, "--curves", out]))
+    (fig,) = figures
+    legends = []
+    for ax in fig.axes:
+        handles, labels = ax.get_legend_handles_labels()
+        legends.append([(label, to_rgba(h.get_color())) for h, label in zip(handles, labels)])
+    return legends
+
+
+def test_curves_draw_every_method_in_its_own_colour(tmp_path, monkeypatch):
+    """--curves with one seed: every method's networks, Table 1's names and order in the
+    legend, a colour per method; with several seeds a panel per setting, a method keeping
+    its colour in every panel."""
+    one = str(tmp_path / "one")
+    for k, method in enumerate(sorted(METHODS)):
+        run = _train_run(one, "sym", 0.5, method, 0, 0.5)
+        two = method not in ONE_NETWORK
+        _set(run, log=[{"test_accuracy_model1": 0.1 * k + 0.01 * e,
+                        **({"test_accuracy_model2": 0.2} if two else {})} for e in (1, 2)])
+    (legend,) = _legends(monkeypatch, one, str(tmp_path / "one.png"))
+    nets = [(table.METHOD_LABELS[m], net) for m in METHODS
+            for net in ("model1", "model2") if net == "model1" or m not in ONE_NETWORK]
+    assert [label for label, _ in legend] == [f"sym 0.5, {name}, seed 0 ({net})"
+                                              for name, net in nets]
+    colour = {}
+    for (name, _), (_, c) in zip(nets, legend):
+        assert colour.setdefault(name, c) == c  # both networks of a run share its colour
+    assert len(set(colour.values())) == len(METHODS)
+
+    many = str(tmp_path / "many")
+    for pattern, ratio in (("sym", 0.5), ("asym", 0.4)):
+        for method in METHODS if pattern == "sym" else METHODS[::-1]:
+            for seed in (0, 1):
+                run = _train_run(many, pattern, ratio, method, seed, 0.5)
+                _set(run, log=[{"test_accuracy_model1": 0.3 + 0.01 * seed} for _ in "ab"])
+    panels = _legends(monkeypatch, many, str(tmp_path / "many.png"))
+    assert len(panels) == 2
+    for legend in panels:
+        assert [label for label, _ in legend] == [f"{table.METHOD_LABELS[m]} (2 seeds)"
+                                                  for m in METHODS]
+    assert panels[0] == panels[1]  # same colour per method in both panels
+    assert len({c for _, c in panels[0]}) == len(METHODS)
+    from matplotlib.colors import to_rgba
+
+    from noisylabels import plots
+
+    for n in (3, 12, 25):  # beyond tab10's ten colours, still one apiece
+        assert len({to_rgba(c) for c in plots.colours(n)}) == n
