@@ -53,6 +53,34 @@ class OptimizerPair:
         return list(self.first.variables) + list(self.second.variables)
 
 
+def check_two_networks(net1, net2):
+    """ValueError unless ``net1`` and ``net2`` are two networks sharing no variable."""
+    if net1 is net2:
+        raise ValueError("net1 and net2 must be two different networks")
+    if {id(v) for v in net1.weights} & {id(v) for v in net2.weights}:
+        raise ValueError("net1 and net2 must not share variables")
+
+
+def set_optimizer_pair(model, optimizer1, optimizer2, nets):
+    """Give a two-network ``model`` its two optimizers (two instances): under
+    ``mixed_float16`` each wrapped in a ``LossScaleOptimizer`` as ``keras.Model.compile``
+    does, each built on its network's trainable variables (so a checkpoint can be restored
+    before training), set as ``model.optimizer1`` / ``optimizer2``; on JAX
+    ``model.optimizer`` is their :class:`OptimizerPair` (the trainer's state)."""
+    opts = [keras.optimizers.get(optimizer1), keras.optimizers.get(optimizer2)]
+    if opts[0] is opts[1]:
+        raise ValueError("optimizer1 and optimizer2 must be two different instances")
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        opts = [o if isinstance(o, keras.optimizers.LossScaleOptimizer)
+                else keras.optimizers.LossScaleOptimizer(o) for o in opts]
+    for opt, net in zip(opts, nets):
+        opt.build(net.trainable_variables)
+    model.optimizer1, model.optimizer2 = opts
+    if keras.backend.backend() == "jax":
+        # Keras' JAX trainer carries `model.optimizer.variables` as the step's state.
+        model.optimizer = OptimizerPair(*opts)
+
+
 class Positions:
     """Indices of each network's variables in a model's ``trainable_variables`` (``t1``,
     ``t2``) and ``non_trainable_variables`` (``nt1``, ``nt2``), and of an extra

@@ -6,10 +6,11 @@ counterpart of ``training.train_and_predict``.
 import keras
 
 from .backend_steps import (
-    OptimizerPair,
     Positions,
+    check_two_networks,
     dispatch_train_step,
     merge,
+    set_optimizer_pair,
     stateless_metrics,
 )
 from .pipelines import epoch_callbacks, make_paired_dataset
@@ -58,10 +59,7 @@ class PairedNetworks(keras.Model):
 
     def __init__(self, net1, net2, **kwargs):
         super().__init__(**kwargs)
-        if net1 is net2:
-            raise ValueError("net1 and net2 must be two different networks")
-        if {id(v) for v in net1.weights} & {id(v) for v in net2.weights}:
-            raise ValueError("net1 and net2 must not share variables")
+        check_two_networks(net1, net2)
         self.net1, self.net2 = net1, net2
         self.optimizer1 = self.optimizer2 = None
         self._loss_fn = keras.losses.SparseCategoricalCrossentropy()
@@ -85,18 +83,7 @@ class PairedNetworks(keras.Model):
             raise ValueError("PairedNetworks trains on one device: with several replicas "
                              "(--devices all) train the two runs one after the other "
                              "(--incv_parallel sequential)")
-        opts = [keras.optimizers.get(optimizer1), keras.optimizers.get(optimizer2)]
-        if opts[0] is opts[1]:
-            raise ValueError("optimizer1 and optimizer2 must be two different instances")
-        if keras.mixed_precision.global_policy().name == "mixed_float16":
-            opts = [o if isinstance(o, keras.optimizers.LossScaleOptimizer)
-                    else keras.optimizers.LossScaleOptimizer(o) for o in opts]
-        opts[0].build(self.net1.trainable_variables)
-        opts[1].build(self.net2.trainable_variables)
-        self.optimizer1, self.optimizer2 = opts
-        if backend == "jax":
-            # Keras' JAX trainer carries `self.optimizer.variables` as the step's state.
-            self.optimizer = OptimizerPair(*opts)
+        set_optimizer_pair(self, optimizer1, optimizer2, (self.net1, self.net2))
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         return None  # networks and optimizers are built already

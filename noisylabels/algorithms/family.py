@@ -24,7 +24,14 @@ from typing import Callable, Optional
 import keras
 
 from .. import devices
-from ..backend_steps import OptimizerPair, Positions, dispatch_train_step, merge, stateless_metrics
+from ..backend_steps import (
+    Positions,
+    check_two_networks,
+    dispatch_train_step,
+    merge,
+    set_optimizer_pair,
+    stateless_metrics,
+)
 
 
 def sparse_ce(y, probs):
@@ -143,10 +150,7 @@ class TwoNetworks(keras.Model):
 
     def __init__(self, net1, net2, **kwargs):
         super().__init__(**kwargs)
-        if net1 is net2:
-            raise ValueError("net1 and net2 must be two different networks")
-        if {id(v) for v in net1.weights} & {id(v) for v in net2.weights}:
-            raise ValueError("net1 and net2 must not share variables")
+        check_two_networks(net1, net2)
         self.net1, self.net2 = net1, net2
         self.optimizer1 = self.optimizer2 = None
         mean = keras.metrics.Mean
@@ -178,25 +182,14 @@ class TwoNetworks(keras.Model):
         super().compile(optimizer=None, **kwargs)
         strategy = self.distribute_strategy if backend == "tensorflow" else devices.OneDevice()
         with strategy.scope():  # the optimizer slots must be mirrored like the weights
-            opts = [keras.optimizers.get(optimizer1), keras.optimizers.get(optimizer2)]
-            if opts[0] is opts[1]:
-                raise ValueError("optimizer1 and optimizer2 must be two different instances")
-            for opt in opts:
+            for opt in (optimizer1, optimizer2):
                 # Keras' TF optimizers remember the strategy they were created under.
                 created = getattr(opt, "_distribution_strategy", strategy)
                 if created is not strategy:
                     raise ValueError(
                         "the optimizers must be created under the same strategy.scope() as "
                         "the model (tf.distribute): create them inside the scope")
-            if keras.mixed_precision.global_policy().name == "mixed_float16":
-                opts = [o if isinstance(o, keras.optimizers.LossScaleOptimizer)
-                        else keras.optimizers.LossScaleOptimizer(o) for o in opts]
-            opts[0].build(self.net1.trainable_variables)
-            opts[1].build(self.net2.trainable_variables)
-        self.optimizer1, self.optimizer2 = opts
-        if backend == "jax":
-            # Keras' JAX trainer carries `self.optimizer.variables` as the step's state.
-            self.optimizer = OptimizerPair(*opts)
+            set_optimizer_pair(self, optimizer1, optimizer2, (self.net1, self.net2))
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Nothing to build: the networks are built and ``compile`` builds the optimizers.
