@@ -102,6 +102,19 @@ def test_install_adds_one_package_and_leaves_the_others_alone(venv):
     assert r.stdout.split("\n")[:2] == ["[]", "noisylabels.incv noisylabels.selection"]
 
 
+def test_every_sub_package_is_installed():
+    """pyproject.toml lists the packages by name: a new sub-package (algorithms/) left out
+    installs without its modules and breaks the console commands."""
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+    found = {os.path.relpath(d, ROOT).replace(os.sep, ".")
+             for d, _, files in os.walk(os.path.join(ROOT, "noisylabels"))
+             if "__init__.py" in files}
+    assert listed == found
+
+
 @pytest.mark.parametrize("command", ["incv-train", "noisy-cv"])
 def test_console_commands_run_beside_the_others(venv, command):
     results = venv["tmp"] / f"runs-{command}"
