@@ -391,7 +391,12 @@ def report(result):
                          f"{last_line(st['error']) if st.get('error') else ''} |")
     failed = [st["stage"] for st in stages if st["status"] in ("failed", "partial")]
     if failed:
-        lines.append(f"\nfailed: {', '.join(failed)} (the others' numbers are above)")
+        some = any(st["status"] in ("ok", "partial") for st in stages
+                   if st["stage"] != "CIFAR-10 preparation")
+        lines.append(f"\nfailed: {', '.join(failed)} "
+                     + ("(the others' numbers are above)" if some else "(nothing measured)"))
+    if result.get("missing_modules"):
+        lines.append(f"missing modules: {', '.join(result['missing_modules'])}")
     if result.get("in_progress"):
         lines.append(f"stopped during: {result['in_progress']}")
     return "\n".join(lines)

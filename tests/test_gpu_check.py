@@ -188,6 +188,7 @@ def test_every_stage_failed(tmp_path, monkeypatch, capsys):
     assert table.count("n/a (timed out after 9 s)") == 2 * len(gpu_check.SPEED_PATHS)
     assert "plain PyTorch ResNet-32: n/a (OSError: no such device)" in table
     assert "| training | skipped |  | the CIFAR-10 preparation failed |" in table
+    assert "(nothing measured)" in table
 
 
 def test_report_of_a_failed_child_without_its_precision():
