@@ -32,7 +32,8 @@ test-backend: $(STAMP)
 # cifar-10-batches-py, or a tarball of train/NNNNN_L.jpg + test/NNNNN_L.jpg.
 # gpu-check-sim: the whole GPU procedure on this CPU in a fresh venv holding only the GPU
 # image's packages (tests/gpu_check_sim.sh; 3-6 minutes, needs a package index; not in `make
-# test`). SIM_PYTHON: the venv's interpreter (the GPU machine's is 3.12).
+# test`). SIM_PYTHON: the venv's interpreter (the GPU machine's is 3.12); SIM_DIR: where
+# (default build/gpu-check-sim, replaced on each run).
 GPU_WHEELS := keras==3.15.1 namex==0.1.0 optree==0.20.0
 GPU_PY ?= 3.12
 WHEEL_DIR ?= .whl
