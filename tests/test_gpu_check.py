@@ -227,3 +227,17 @@ def test_speed_children_keep_the_callers_pythonpath(monkeypatch):
     out = backend_bench.run_child(backend_bench.parse_args(["--backends", "jax"]), "jax")
     assert out == {"backend": "jax"}
     assert seen["PYTHONPATH"].split(os.pathsep) == [backend_bench.ROOT, "/tmp/site"]
+
+
+def test_plain_pytorch_failures_are_one_line():
+    """The peer's child dying before its JSON line, or hanging: one line saying how (it was
+    'list index out of range', or the whole command line)."""
+    import backend_bench
+
+    args = backend_bench.parse_args(["--timeout", "1"])
+    died = backend_bench.torch_peer(args, command=[
+        sys.executable, "-c", "import sys; print('CUDA error: no kernel image', file=sys.stderr)"
+        "; sys.exit(3)"])
+    assert died == {"error": "plain PyTorch peer failed: exit 3: CUDA error: no kernel image"}
+    hung = gpu_check.plain_pytorch(gpu_check.DRY_SIZES, 60, fault=("hang", 1.0))
+    assert hung == {"error": "plain PyTorch peer timed out after 1 s"}
