@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-backend gpu-wheels gpu-check quick demo cifar10-cpu clean
+.PHONY: setup test test-backend gpu-wheels gpu-check gpu-check-sim quick demo cifar10-cpu clean
 
 setup: $(STAMP)
 
@@ -24,17 +24,31 @@ test-backend: $(STAMP)
 
 # The GPU check (tests/gpu_check.py, docs/backends.md "A GPU"). gpu-wheels: where pip reaches
 # a package index, the wheels a GPU machine with JAX / PyTorch but no Keras lacks (CPython
-# 3.12, x86-64 Linux) into .whl/, to copy there with the clone. gpu-check: run it (on a machine
-# without a GPU it is a dry run). CIFAR: cifar-10-python.tar.gz, a folder holding
+# $(GPU_PY), x86-64 Linux) into $(WHEEL_DIR)/, to copy there with the clone: Keras's own
+# requirements are absl-py, numpy, rich, namex, h5py, optree, ml-dtypes and packaging, optree's
+# typing-extensions; the GPU machine's image holds all of them but namex and optree.
+# gpu-check: run it (on a machine without a GPU it is a dry run); it writes gpu_check.json and
+# gpu_check.md into OUT after every stage. CIFAR: cifar-10-python.tar.gz, a folder holding
 # cifar-10-batches-py, or a tarball of train/NNNNN_L.jpg + test/NNNNN_L.jpg.
+# gpu-check-sim: the whole GPU procedure on this CPU in a fresh venv holding only the GPU
+# image's packages (tests/gpu_check_sim.sh; 3-6 minutes, needs a package index; not in `make
+# test`). SIM_PYTHON: the venv's interpreter (the GPU machine's is 3.12); SIM_DIR: where
+# (default build/gpu-check-sim, replaced on each run).
 GPU_WHEELS := keras==3.15.1 namex==0.1.0 optree==0.20.0
+GPU_PY ?= 3.12
+WHEEL_DIR ?= .whl
 gpu-wheels:
-	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version $(GPU_PY) \
 		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
-		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d $(WHEEL_DIR) \
+		$(GPU_WHEELS)
 CIFAR ?=
+OUT ?= results/gpu_check
 gpu-check:
-	$(PYTHON) tests/gpu_check.py $(if $(CIFAR),--cifar $(CIFAR))
+	$(PYTHON) tests/gpu_check.py $(if $(CIFAR),--cifar $(CIFAR)) --out $(OUT)
+SIM_PYTHON ?= python3
+gpu-check-sim:
+	PYTHON=$(SIM_PYTHON) tests/gpu_check_sim.sh
 
 # The whole idea in under a minute of computing on 2 CPU cores, on scikit-learn's bundled
 # digits with 40% symmetric noise (the same noisy labels in both commands, from --seed 0):

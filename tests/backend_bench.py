@@ -196,8 +196,9 @@ def child_command(args, backend):
     return cmd
 
 
-def run_child(args, backend):
-    """One backend's measurements (a dict), or ``{"error": ...}``."""
+def run_child(args, backend, command=None):
+    """One backend's measurements (a dict), or ``{"error": ...}``. ``command`` replaces the
+    child's command line (tests/gpu_check.py's ``--fault`` test hook)."""
     import importlib.util
 
     if importlib.util.find_spec(backend) is None:
@@ -207,8 +208,8 @@ def run_child(args, backend):
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": path,
            "TF_CPP_MIN_LOG_LEVEL": "3"}
     try:
-        proc = subprocess.run(child_command(args, backend), env=env, capture_output=True,
-                              text=True, timeout=args.timeout)
+        proc = subprocess.run(command or child_command(args, backend), env=env,
+                              capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired as err:  # the paths measured before it are kept
         out = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
         lines = [ln for ln in out.splitlines() if ln.startswith("{")]
@@ -221,17 +222,24 @@ def run_child(args, backend):
     return json.loads(lines[-1])
 
 
-def torch_peer(args):
-    """Plain PyTorch ResNet (tests/benchmark_torch.py, own process): images/s per path."""
-    cmd = [sys.executable, os.path.join(HERE, "benchmark_torch.py"), "--images",
-           str(args.images), "--batch_size", str(args.batch_size), "--arch",
-           args.arch if args.arch.startswith("resnet") else "resnet32", "--rounds",
-           str(args.rounds), "--device", args.device]
+def torch_peer(args, command=None):
+    """Plain PyTorch ResNet (tests/benchmark_torch.py, own process): images/s per path.
+    ``command`` replaces the child's command line (tests/gpu_check.py's test hook)."""
+    cmd = command or [
+        sys.executable, os.path.join(HERE, "benchmark_torch.py"), "--images",
+        str(args.images), "--batch_size", str(args.batch_size), "--arch",
+        args.arch if args.arch.startswith("resnet") else "resnet32", "--rounds",
+        str(args.rounds), "--device", args.device]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"plain PyTorch peer timed out after {args.timeout} s"}
+    try:
         info = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
-    except (subprocess.TimeoutExpired, IndexError, ValueError) as err:
-        return {"error": f"plain PyTorch peer failed: {err}"}
+    except (IndexError, ValueError):  # died before its JSON line: say how, in one line
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"error": f"plain PyTorch peer failed: exit {proc.returncode}: "
+                         f"{tail[0][:300]}"}
     if not info.get("ready"):
         return {"error": info.get("error", "not ready")}
     rates = {k: max(r["images"] / r["wall_s"] for r in rounds)

@@ -2,32 +2,45 @@
 path runs on each installed Keras backend (fp32 and mixed precision), plain PyTorch's
 ResNet-32 on the same GPU, the input pipeline's own rate, and one real CIFAR-10 training of
 ResNet-32 (``incv_train.py --method standard``) for as many epochs as ~3 minutes allow, with
-its test accuracy per epoch. One JSON file and a printed table.
+its test accuracy per epoch. A JSON file and a printed table.
 
 On a GPU machine without network and without TensorFlow (JAX and/or PyTorch with CUDA, numpy,
-scikit-learn, matplotlib, pillow present), from a clone of this repository:
+scikit-learn, matplotlib, pillow, absl-py, h5py, rich, ml-dtypes, packaging and
+typing-extensions present), from a clone of this repository:
 
-    # 1. where pip reaches a package index: the pure-Python wheels (and optree's) it lacks
+    # 1. where pip reaches a package index: the wheels it lacks
     make gpu-wheels            # keras, namex, optree for CPython 3.12 into .whl/
     # 2. copy the clone (with .whl/) and the CIFAR-10 images to the GPU machine, then there:
     python3 -m pip install --no-index --no-deps --target /tmp/site .whl/*.whl
-    PYTHONPATH=/tmp/site python3 tests/gpu_check.py --cifar cifar-10-python.tar.gz
+    PYTHONPATH=/tmp/site python3 tests/gpu_check.py --cifar cifar-10-python.tar.gz \
+        --out results/gpu_check
 
 ``--cifar`` takes the official ``cifar-10-python.tar.gz``, a folder holding
 ``cifar-10-batches-py``, or a tarball of JPEG files ``train/NNNNN_L.jpg`` /
 ``test/NNNNN_L.jpg`` (NNNNN = position, L = label; training images in the official order),
 converted to the python layout in a temporary folder. Without ``--cifar`` the real training
-is skipped. Results: ``--out`` (default results/gpu_check/gpu_check.json).
+is skipped.
+
+Every stage (the CIFAR preparation, each backend and precision's speeds, plain PyTorch, the
+training) runs on its own: one that fails or times out (a CUDA error, an out-of-memory, a
+missing package) is recorded with its error, shown as ``n/a (its error's last line)`` in
+the table and listed in the stage table, and the check goes on to the next. ``--out DIR``
+receives gpu_check.json and gpu_check.md (the table), both rewritten atomically before and
+after every stage: a check stopped at any point leaves what it measured, and the JSON's
+``in_progress`` names the stage it was stopped in. The exit status is 0 when at least one
+stage measured something, 1 when none did.
 
 Without a GPU it says so and runs as a dry run (tiny sizes, the small ``cnn``, a few
-minutes on 2 CPU cores; tests/test_gpu_check.py runs it so):
+minutes on 2 CPU cores; tests/test_gpu_check.py runs it so, and ``make gpu-check-sim``
+repeats the whole procedure above in a fresh venv holding only what the GPU machine holds):
 
     .venv/bin/python tests/gpu_check.py --backends jax --cifar fake.tar.gz
 
 Every stage has its share of ``--budget_s`` (default 340 s, 150 of them for the
 training); a stage that would not fit is skipped and listed as skipped, never cut off
 silently. The speed children are tests/backend_bench.py's (each backend and precision in
-its own process).
+its own process). ``--fault`` is a test hook (tests/test_gpu_check.py): it makes one
+stage's child fail on an import or hang.
 """
 
 import argparse
@@ -58,6 +71,10 @@ SPEED_PATHS = ("one", "pair", "coteaching", "pipeline")
 GPU_SIZES = {"images": 5120, "rounds": 2, "arch": "resnet32", "max_epochs": 200}
 DRY_SIZES = {"images": 128, "rounds": 1, "arch": "cnn", "max_epochs": 2}
 PEER_S = 30  # plain PyTorch's share of the budget (no compilation: seconds on a GPU)
+# What Keras 3.15 and its wheels import (keras's and optree's requirements), and the project
+# beside them: checked up front, since one missing module fails every child on its import.
+NEEDED = ("keras", "namex", "optree", "typing_extensions", "absl", "rich", "h5py",
+          "ml_dtypes", "packaging", "numpy", "sklearn", "PIL", "matplotlib")
 # JPEG file names in a tarball of the offline copy's layout.
 JPEG_NAME = re.compile(r"(?:^|/)(train|test)/(\d+)_(\d)\.jpe?g$")
 
@@ -82,9 +99,19 @@ def parse_args(argv=None):
                    help="the whole check's wall-time budget in seconds")
     p.add_argument("--dry_run", type=str, default="auto", choices=("auto", "on", "off"),
                    help="tiny sizes (auto: when no GPU is found)")
-    p.add_argument("--out", type=str,
-                   default=os.path.join(ROOT, "results", "gpu_check", "gpu_check.json"))
-    return p.parse_args(argv)
+    p.add_argument("--out", type=str, default=os.path.join(ROOT, "results", "gpu_check"),
+                   help="folder for gpu_check.json and gpu_check.md (the table), both "
+                        "rewritten after every stage (default: results/gpu_check)")
+    p.add_argument("--fault", nargs="+", default=[], metavar="STAGE=KIND",
+                   help="test hook: STAGE's child (a name of the stage table: 'speed jax "
+                        "float32', 'plain PyTorch', 'training') fails on an import (KIND "
+                        "import) or hangs until a timeout of SECONDS (KIND hang:SECONDS)")
+    args = p.parse_args(argv)
+    try:
+        parse_faults(args.fault)
+    except ValueError as err:
+        p.error(str(err))
+    return args
 
 
 # ---------------------------------------------------------------------------- environment
@@ -163,6 +190,28 @@ def jpeg_tar_to_python(tar_path, data_dir):
     return {"train": len(arrays[1]), "test": len(arrays[3])}
 
 
+def write_jpeg_tarball(path, n_train, n_test, seed=0):
+    """A tarball of the offline copy's layout: flat-coloured 32x32 JPEGs whose red channel
+    encodes the position modulo 64 (JPEG keeps a flat colour almost exactly), stored out of
+    order; tests/test_gpu_check.py's and ``make gpu-check-sim``'s stand-in for CIFAR-10.
+    Returns the labels, {"train": (n_train,) ints, "test": (n_test,) ints}."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    labels = {"train": rng.integers(0, 10, n_train), "test": rng.integers(0, 10, n_test)}
+    with tarfile.open(path, "w:gz") as tar:
+        for part, n in (("test", n_test), ("train", n_train)):
+            for i in rng.permutation(n):
+                im = Image.new("RGB", (32, 32), (int(4 * (i % 64)), 100, 200))
+                buf = io.BytesIO()
+                im.save(buf, format="JPEG", quality=95)
+                info = tarfile.TarInfo(f"{part}/{i:05d}_{labels[part][i]}.jpg")
+                info.size = buf.tell()
+                buf.seek(0)
+                tar.addfile(info, buf)
+    return labels
+
+
 def prepare_cifar(spec, tmp):
     """A --data_dir for ``incv_train.py --dataset cifar10`` and how it was made."""
     if os.path.isdir(spec):
@@ -192,23 +241,55 @@ class Budget:
         return self.seconds - (time.perf_counter() - self.start)
 
 
-def speed(backend, precision, sizes, timeout):
+FAULT_STAGES = tuple(f"speed {b} {p}" for b in BACKENDS for p in (
+    "float32", "mixed_bfloat16", "mixed_float16")) + ("plain PyTorch", "training")
+
+
+def parse_faults(specs):
+    """``--fault`` values ``STAGE=import`` / ``STAGE=hang:SECONDS`` as {stage: (kind, s)}."""
+    faults = {}
+    for spec in specs:
+        stage, _, kind = spec.rpartition("=")
+        kind, _, seconds = kind.partition(":")
+        if kind not in ("import", "hang") or (kind == "hang") != bool(seconds):
+            raise ValueError(f"--fault: {spec!r} is not STAGE=import or STAGE=hang:SECONDS")
+        if stage not in FAULT_STAGES:  # a misspelt stage would fault nothing, silently
+            raise ValueError(f"--fault: no stage {stage!r} (one of {', '.join(FAULT_STAGES)})")
+        faults[stage] = (kind, float(seconds or 0))
+    return faults
+
+
+def fault_command(fault):
+    """The command a faulted stage's child runs instead of its own: an import that fails
+    (as when a wheel's dependency is missing) or a sleep until the stage's timeout."""
+    if fault[0] == "import":
+        return [sys.executable, "-c", "import gpu_check_fault_missing_module"]
+    return [sys.executable, "-c", "import time; time.sleep(3600)"]
+
+
+def speed(backend, precision, sizes, timeout, fault=None):
     """tests/backend_bench.py's child for one backend and precision: images/s per path."""
+    if fault and fault[0] == "hang":
+        timeout = fault[1]
     args = backend_bench.parse_args([
         "--backends", backend, "--precision", precision, "--paths", *SPEED_PATHS,
         "--images", str(sizes["images"]), "--rounds", str(sizes["rounds"]),
         "--arch", sizes["arch"], "--timeout", str(int(max(timeout, 1)))])
     t = time.perf_counter()
-    out = backend_bench.run_child(args, backend)
+    # A failed child's dict holds its backend and error only: the column needs both names.
+    out = {"backend": backend, "precision": precision, **backend_bench.run_child(
+        args, backend, command=fault_command(fault) if fault else None)}
     out["stage_s"] = round(time.perf_counter() - t, 1)
     return out
 
 
-def plain_pytorch(sizes, timeout):
+def plain_pytorch(sizes, timeout, fault=None):
+    if fault and fault[0] == "hang":
+        timeout = fault[1]
     args = backend_bench.parse_args([
         "--images", str(sizes["images"]), "--rounds", str(sizes["rounds"]), "--arch",
         "resnet32", "--device", "auto", "--timeout", str(int(max(timeout, 1)))])
-    return backend_bench.torch_peer(args)
+    return backend_bench.torch_peer(args, command=fault_command(fault) if fault else None)
 
 
 def read_log(results_dir):
@@ -224,134 +305,254 @@ def read_log(results_dir):
              "test_accuracy": r.get("test_accuracy_model1")} for r in utils.read_jsonl(logs[0])]
 
 
-def real_training(backend, data_dir, epochs, arch, timeout, tmp):
+def real_training(backend, data_dir, epochs, arch, timeout, tmp, fault=None):
     """``incv_train.py --method standard`` on CIFAR-10 (sym 0.5, Table 1's baseline)."""
     out = os.path.join(tmp, "train")
     cmd = [sys.executable, os.path.join(ROOT, "incv_train.py"), "--backend", backend,
            "--dataset", "cifar10", "--data_dir", data_dir, "--no_download", "--arch", arch,
            "--method", "standard", "--noise_pattern", "sym", "--noisy_ratio", "0.5",
            "--epochs", str(epochs), "--results_dir", out, "--verbose", "0"]
+    if fault:
+        timeout = fault[1] if fault[0] == "hang" else timeout
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     t = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-        rc, tail = proc.returncode, (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        proc = subprocess.run(fault_command(fault) if fault else cmd, capture_output=True,
+                              text=True, timeout=timeout, env=env)
+        rc, tail = proc.returncode, (proc.stderr or proc.stdout).strip().splitlines()[-1:]
     except subprocess.TimeoutExpired:
-        rc, tail = "timeout", [f"stopped after {timeout:.0f} s"]
+        rc, tail = "timeout", [f"timed out after {timeout:.0f} s"]
     wall = time.perf_counter() - t
     rows = read_log(out)
     return {"backend": backend, "arch": arch, "epochs_asked": epochs, "rc": rc,
             "wall_s": round(wall, 1), "epochs": rows, "command": " ".join(cmd[1:]),
-            **({"error": " | ".join(tail)} if rc != 0 else {})}
+            **({"error": f"exit {rc}: {' '.join(tail)[:300]}" if rc != "timeout"
+                else tail[0]} if rc != 0 else {})}
+
+
+def measured(stage, value):
+    """Whether a stage's result holds at least one number."""
+    if not isinstance(value, dict):
+        return False
+    if stage.startswith("speed "):
+        return any("images_per_s" in v for v in (value.get("paths") or {}).values())
+    if stage == "plain PyTorch":
+        return bool(value.get("images_per_s"))
+    if stage == "training":
+        return bool(value.get("epochs"))
+    return "error" not in value  # the CIFAR preparation: done or not
+
+
+def last_line(error):
+    """An error's last non-empty line, for a table cell (Markdown's | escaped)."""
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else "unknown error")[:160].replace("|", "\\|")
 
 
 # ------------------------------------------------------------------------------- report
 
 def report(result):
-    lines = [f"GPU: {result['gpu'] or 'none found (dry run)'}; sizes {result['sizes']}", "",
-             "| path | " + " | ".join(f"{r['backend']} {r['precision']}"
-                                      for r in result["speed"]) + " |",
-             "|---|" + "---:|" * len(result["speed"])]
-    for path in SPEED_PATHS:
-        cells = []
-        for r in result["speed"]:
-            v = (r.get("paths") or {}).get(path)
-            cells.append(f"{v['images_per_s']:.0f}" if v else "n/a")
-        lines.append(f"| {backend_bench.LABELS[path]} | " + " | ".join(cells) + " |")
+    """The printed table: images/s per path and backend (``n/a (error)`` where a stage
+    failed), plain PyTorch, the training's accuracies, and every stage's status."""
+    speeds = result.get("speed") or []
+    lines = [f"GPU: {result.get('gpu') or 'none found (dry run)'}; sizes {result.get('sizes')}"]
+    if speeds:
+        lines += ["", "| path | " + " | ".join(f"{r.get('backend', '?')} "
+                                               f"{r.get('precision', '?')}" for r in speeds)
+                  + " |", "|---|" + "---:|" * len(speeds)]
+        for path in SPEED_PATHS:
+            cells = []
+            for r in speeds:
+                v = (r.get("paths") or {}).get(path)
+                cells.append(f"{v['images_per_s']:.0f}" if v and "images_per_s" in v
+                             else f"n/a ({last_line(r['error'])})" if "error" in r else "n/a")
+            lines.append(f"| {backend_bench.LABELS[path]} | " + " | ".join(cells) + " |")
     peer = result.get("plain_pytorch") or {}
-    if "images_per_s" in peer:
+    if peer.get("images_per_s"):
         p = peer["images_per_s"]
         lines.append(f"\nplain PyTorch ResNet-32 ({peer.get('device')}): one "
                      f"{p.get('torch_one', 0):.0f}, two-net {p.get('torch_two', 0):.0f}, "
                      f"pair {p.get('torch_pair', 0):.0f} images/s")
-    for r in result["speed"]:
-        if "error" in r:
-            lines.append(f"{r['backend']} {r['precision']}: n/a ({r['error']})")
+    elif "error" in peer:
+        lines.append(f"\nplain PyTorch ResNet-32: n/a ({last_line(peer['error'])})")
     tr = result.get("training")
     if tr:
-        accs = ", ".join(f"{e.get('test_accuracy', float('nan')):.3f}" for e in tr["epochs"])
-        lines.append(f"\nCIFAR-10 training ({tr['backend']}, {tr['arch']}, sym 0.5, standard): "
-                     f"{len(tr['epochs'])} epochs in {tr['wall_s']} s, test accuracy per "
-                     f"epoch: {accs or 'none'}" + (f"; error: {tr['error']}" if "error" in tr
-                                                   else ""))
-    for s in result["skipped"]:
-        lines.append(f"skipped: {s}")
+        accs = ", ".join("n/a" if e.get("test_accuracy") is None
+                         else f"{e['test_accuracy']:.3f}" for e in tr.get("epochs", []))
+        lines.append(f"\nCIFAR-10 training ({tr.get('backend')}, {tr.get('arch')}, sym 0.5, "
+                     f"standard): {len(tr.get('epochs', []))} epochs in {tr.get('wall_s')} s, "
+                     f"test accuracy per epoch: {accs or 'none'}"
+                     + (f"; error: {last_line(tr['error'])}" if "error" in tr else ""))
+    stages = result.get("stages") or []
+    if stages:
+        lines += ["", "| stage | status | seconds | why |", "|---|---|---:|---|"]
+        for st in stages:
+            lines.append(f"| {st['stage']} | {st['status']} | {st.get('seconds', '')} | "
+                         f"{last_line(st['error']) if st.get('error') else ''} |")
+    failed = [st["stage"] for st in stages if st["status"] in ("failed", "partial")]
+    if failed:
+        some = any(st["status"] in ("ok", "partial") for st in stages
+                   if st["stage"] != "CIFAR-10 preparation")
+        lines.append(f"\nfailed: {', '.join(failed)} "
+                     + ("(the others' numbers are above)" if some else "(nothing measured)"))
+    if result.get("missing_modules"):
+        lines.append(f"missing modules: {', '.join(result['missing_modules'])}")
+    if result.get("in_progress"):
+        lines.append(f"stopped during: {result['in_progress']}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------- main
+
+class Check:
+    """The result so far and where it goes: gpu_check.json and gpu_check.md (the table) in
+    ``out``, both rewritten atomically before and after every stage, so that a check
+    stopped at any point (a time limit, a crash) leaves every stage measured before it."""
+
+    def __init__(self, out, result, budget, utils):
+        self.out, self.result, self.budget, self.utils = out, result, budget, utils
+        self.json = os.path.join(out, "gpu_check.json")
+
+    def save(self):
+        self.result["wall_s"] = round(self.result["budget_s"] - self.budget.left(), 1)
+        self.result["table"] = report(self.result)
+        self.utils.write_json(self.json, self.result)
+        with self.utils.atomic_write(os.path.join(self.out, "gpu_check.md")) as f:
+            f.write(self.result["table"] + "\n")
+
+    def stage(self, name, run, keep):
+        """Run one stage and ``keep(value)`` its value, or ``{"error": ...}`` when it raised,
+        in the result before it is saved. Any failure is recorded and the check goes on:
+        one CUDA error must not cost the other stages. Returns the value."""
+        self.result["in_progress"] = name
+        self.save()
+        t = time.perf_counter()
+        try:
+            value = run()
+        except Exception as err:  # noqa: BLE001  (whatever it was, the next stage runs)
+            value = {"error": f"{type(err).__name__}: {' '.join(str(err).split())}"}
+        if not isinstance(value, dict):
+            value = {"error": f"no result ({value!r})"}
+        got = measured(name, value)
+        status = ("ok" if got and "error" not in value else "partial" if got else "failed")
+        self.result["stages"].append({
+            "stage": name, "status": status, "seconds": round(time.perf_counter() - t, 1),
+            **({"error": value["error"]} if "error" in value else {})})
+        keep(value)
+        self.result["in_progress"] = None
+        self.save()
+        if status != "ok":
+            print(f"  {name}: {status} ({last_line(value['error'])})", flush=True)
+        return value
+
+    def skip(self, name, why):
+        self.result["skipped"].append(f"{name}: {why}")
+        self.result["stages"].append({"stage": name, "status": "skipped", "error": why})
+        self.save()
 
 
 def main(args):
     budget = Budget(args.budget_s)
+    faults = parse_faults(args.fault)
     gpu, how = find_gpu()
     dry = args.dry_run == "on" or (args.dry_run == "auto" and gpu is None)
     sizes = DRY_SIZES if dry else GPU_SIZES
     print(f"GPU: {gpu}" if gpu else f"no GPU found ({how}): dry run at tiny sizes", flush=True)
     backends = [b for b in args.backends if installed(b)]
+    # What Keras and its wheels import, checked up front: a missing one fails every child.
+    missing = [m for m in NEEDED if not installed(m)]
+    if missing:
+        print(f"missing modules: {', '.join(missing)} (the Keras stages will fail on import; "
+              "see docs/backends.md 'A GPU')", flush=True)
     result = {"gpu": gpu, "dry_run": dry, "sizes": sizes, "versions": versions(),
-              "budget_s": args.budget_s, "speed": [], "skipped": [
-                  f"{b}: not installed" for b in args.backends if b not in backends]}
+              "missing_modules": missing, "budget_s": args.budget_s, "faults": args.fault,
+              "stages": [], "speed": [], "skipped": [], "in_progress": None}
     sys.path.insert(0, ROOT)
     from noisylabels import utils
 
+    check = Check(args.out, result, budget, utils)
+    for b in args.backends:
+        if b not in backends:
+            check.skip(f"speed {b}", "not installed")
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = None
         if args.cifar:
-            data_dir, made = prepare_cifar(args.cifar, tmp)
-            result["cifar"] = {"source": args.cifar, "how": made}
-            print(f"CIFAR-10: {made}", flush=True)
+            prep = check.stage("CIFAR-10 preparation", lambda: dict(zip(
+                ("data_dir", "how"), prepare_cifar(args.cifar, tmp))),
+                lambda v: result.update(cifar={"source": args.cifar, **v}))
+            data_dir = prep.get("data_dir")
+            if data_dir:
+                print(f"CIFAR-10: {prep['how']}", flush=True)
         # fp32 first (the training's backend is chosen from it), plain PyTorch, the
         # training, then the other precisions with what is left.
         first = [(b, p) for p in args.precisions[:1] for b in backends]
         rest = [(b, p) for p in args.precisions[1:] for b in backends]
         train_s = args.train_s if data_dir else 0.0
         per = (args.budget_s - train_s - PEER_S) / max(1, len(first) + len(rest))
-        measure(first, result, sizes, budget, train_s + PEER_S + per * len(rest))
-        result["plain_pytorch"] = (
-            plain_pytorch(sizes, max(PEER_S, budget.left() - train_s - per * len(rest)))
-            if installed("torch") else {"error": "torch not installed"})
+        measure(first, check, sizes, budget, train_s + PEER_S + per * len(rest), faults)
+        if installed("torch"):
+            peer_s = max(PEER_S, budget.left() - train_s - per * len(rest))
+            check.stage("plain PyTorch", lambda: plain_pytorch(
+                sizes, peer_s, faults.get("plain PyTorch")),
+                lambda v: result.update(plain_pytorch=v))
+        else:
+            result["plain_pytorch"] = {"error": "torch not installed"}
+            check.skip("plain PyTorch", "torch not installed")
         if data_dir:
-            result["training"] = train_stage(args, result, data_dir, sizes, budget, tmp)
-        measure(rest, result, sizes, budget, 0.0)
-    result["wall_s"] = round(args.budget_s - budget.left(), 1)
-    text = report(result)
-    result["table"] = text
-    utils.write_json(args.out, result)
-    print(text)
-    print(f"\nwritten: {args.out} ({result['wall_s']} s)")
-    return 0
+            train_stage(args, check, data_dir, sizes, budget, tmp, faults.get("training"))
+        elif args.cifar:
+            check.skip("training", "the CIFAR-10 preparation failed")
+        measure(rest, check, sizes, budget, 0.0, faults)
+    check.save()
+    print(result["table"])
+    ok = any(st["status"] in ("ok", "partial") and st["stage"] != "CIFAR-10 preparation"
+             for st in result["stages"])
+    print(f"\nwritten: {check.json} and gpu_check.md ({result['wall_s']} s)"
+          + ("" if ok else "; no stage measured anything"))
+    return 0 if ok else 1
 
 
-def measure(settings, result, sizes, budget, reserve):
+def measure(settings, check, sizes, budget, reserve, faults):
     """Each (backend, precision) in its own process, sharing what the budget leaves."""
     for i, (b, p) in enumerate(settings):
         share = (budget.left() - reserve) / (len(settings) - i)
+        name = f"speed {b} {p}"
         if share < 20:
-            result["skipped"].append(f"{b} {p}: {share:.0f} s of the budget left")
+            check.skip(name, f"{share:.0f} s of the budget left")
             continue
         print(f"measuring {b} {p} ({share:.0f} s at most) ...", flush=True)
-        result["speed"].append(speed(b, p, sizes, share))
+        fault = faults.get(name)
+        # the table's column needs both names, also when the stage raised before its child
+        check.stage(name, lambda: speed(b, p, sizes, share, fault), lambda v: check.result[
+            "speed"].append({"backend": b, "precision": p, **v}))
 
 
-def train_stage(args, result, data_dir, sizes, budget, tmp):
-    """Choose the backend and the epoch count from the fp32 one-network rates."""
-    rates = {r["backend"]: r["paths"]["one"]["images_per_s"] for r in result["speed"]
-             if "paths" in r and "one" in r["paths"]}
+def train_stage(args, check, data_dir, sizes, budget, tmp, fault=None):
+    """Choose the backend and the epoch count from the fp32 one-network rates, and train."""
+    rates = {r["backend"]: r["paths"]["one"]["images_per_s"] for r in check.result["speed"]
+             if "images_per_s" in (r.get("paths") or {}).get("one", {})}
     if not rates:
-        result["skipped"].append("CIFAR-10 training: no backend measured")
-        return None
+        check.skip("training", "no backend measured")
+        return
     backend = (args.train_backend if args.train_backend != "auto"
                else max(rates, key=rates.get))
     seconds = min(args.train_s, budget.left() - 10)
-    n_train = 0
-    for i in range(1, 6):  # the five training batches (not always of equal size)
-        with open(os.path.join(data_dir, "cifar-10-batches-py", f"data_batch_{i}"), "rb") as f:
-            n_train += len(pickle.load(f, encoding="bytes")[b"labels"])
-    # Half the time for the epochs' training at the measured rate: the rest is start-up,
-    # compilation, the per-epoch test evaluation and the final predictions.
-    fit = 0.5 * seconds * rates.get(backend, 0) / max(n_train, 1)
-    epochs = int(max(1, min(sizes["max_epochs"], fit)))
-    print(f"training CIFAR-10 on {backend}: {epochs} epochs ({seconds:.0f} s at most) ...",
-          flush=True)
-    return real_training(backend, data_dir, epochs, sizes["arch"], seconds, tmp)
+
+    def run():
+        n_train = 0
+        for i in range(1, 6):  # the five training batches (not always of equal size)
+            with open(os.path.join(data_dir, "cifar-10-batches-py", f"data_batch_{i}"),
+                      "rb") as f:
+                n_train += len(pickle.load(f, encoding="bytes")[b"labels"])
+        # Half the time for the epochs' training at the measured rate: the rest is start-up,
+        # compilation, the per-epoch test evaluation and the final predictions.
+        fit = 0.5 * seconds * rates.get(backend, 0) / max(n_train, 1)
+        epochs = int(max(1, min(sizes["max_epochs"], fit)))
+        print(f"training CIFAR-10 on {backend}: {epochs} epochs ({seconds:.0f} s at most) ...",
+              flush=True)
+        return real_training(backend, data_dir, epochs, sizes["arch"], seconds, tmp, fault)
+
+    check.stage("training", run, lambda v: check.result.update(training=v))
 
 
 if __name__ == "__main__":
