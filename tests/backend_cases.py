@@ -473,6 +473,10 @@ def test_mentornet_example_dropout_keeps_floor_b_times_one_minus_r():
         picks.append(found[0])
     assert picks[0] == picks[1]
     assert len(model.get_weights()) == len(model.weights) + 1  # the seed's state travels
+    # the stream moves on with every step (on JAX: carried out of the stateless step)
+    state = _np(model.rule_seed.state)
+    model.train_on_batch(x, y)
+    assert not np.array_equal(_np(model.rule_seed.state), state)
 
 
 @pytest.mark.parametrize("b, tau, keep", [(5, 0.4, 3), (10, 0.3, 7), (8, 0.0, 8)])
