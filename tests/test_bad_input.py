@@ -468,3 +468,36 @@ def test_help_loads_no_tensorflow_and_prints_no_log_lines(script):
     r = subprocess.run([sys.executable, os.path.join(ROOT, script), "--help"],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert r.returncode == 0 and r.stderr == "" and "usage:" in r.stdout
+
+
+# -- Table 1's other methods (algorithms/): their flags ----------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["--devices", "all", "--method", "standard", "decoupling"],
+     "--method decoupling trains on one device: use --devices default"),
+    (["--mentornet_dropout", "0.5,10"],
+     "--mentornet_dropout must cover 100 percent of training, got 10 in '0.5,10'"),
+    (["--mentornet_dropout", "0.5,17,0.05"], "--mentornet_dropout needs rate,count pairs"),
+    (["--decoupling_min_batch", "2"], "--decoupling_min_batch must be in [0, 1], got 2.0"),
+    (["--d2l_window", "1"], "--d2l_window must be at least 2 (a standard deviation), got 1"),
+    (["--mentornet_percentile", "0"], "--mentornet_percentile must be in (0, 1], got 0.0"),
+])
+def test_bad_flags_of_the_new_methods_are_refused(argv, message, capsys):
+    status, line = _parse_error(incv_train.parse_args, DIGITS + argv, capsys)
+    assert status == 2 and message in line
+
+
+def test_fcorrection_true_T_without_clean_labels_is_refused_before_any_run(tmp_path, capsys):
+    xtr, ytr, xte, yte = data._load_digits()
+    given = str(tmp_path / "crowd.npz")  # labels as given, the clean ones unknown
+    np.savez(given, x_train=np.rint(xtr * 255).astype(np.uint8), y_train_noisy=ytr,
+             x_test=np.rint(xte * 255).astype(np.uint8), y_test=yte)
+    results = tmp_path / "results"
+    argv = ["--dataset", given, "--arch", "cnn", "--n_train", "200", "--epochs", "1",
+            "--verbose", "0", "--results_dir", str(results), "--method", "fcorrection"]
+    status, line = _cli_error(incv_train.main, incv_train.parse_args(
+        argv + ["--fcorrection_T", "true"]), capsys)
+    assert status == 2 and line == (
+        "error: --fcorrection_T true needs the clean labels, which these labels as given "
+        "lack: use --fcorrection_T estimated or ncv")
+    assert not results.exists()
