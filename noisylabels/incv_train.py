@@ -325,7 +325,9 @@ def final_test_accuracy(rows, *, key="test_accuracy"):
 # ncv to reuse an INCV run's probabilities.
 _NOT_OOS_FLAGS = frozenset(flags.BOOKKEEPING_FLAGS) - {"devices", "data_dir", "no_download"} \
     | set(flags.GRID_FLAGS) | {"epochs", "incv_iterations", "tk", "forget_rate", "selection",
-                              "keep_optimizer_state", "incv_only", "incv_results"}
+                              "keep_optimizer_state", "incv_only", "incv_results"} \
+    | {spec[0] for specs in algorithms.FLAGS.values() for spec in specs}  # other methods'
+
 
 
 def oos_mismatches(theirs, ours):

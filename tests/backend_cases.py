@@ -586,3 +586,47 @@ def test_decoupling_step_is_the_hand_computed_update_on_disagreements(min_batch,
         assert logs[key] == pytest.approx((m * ce).sum() / den, rel=1e-5, abs=1e-7)
         assert np.isfinite(logs[key])
         _assert_step(net, w, c, x, m[:, None] * (p - np.eye(N_CLS)[y]) / den)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_table1_methods_train_under_mixed_precision(precision):
+    """--precision on this backend for Table 1's other methods: each one-network rule and
+    Decoupling take a finite step under each mixed policy, with float32 master weights and
+    probabilities, their state variables float32 / int32 as built (float16 scales the loss)."""
+    from noisylabels import flags, models
+    from noisylabels.algorithms.family import one_network, two_networks
+
+    flags.set_precision(precision)
+    try:
+        rng = np.random.default_rng(1)
+        x, y = rng.random((16, 8, 8, 1), dtype=np.float32), rng.integers(0, 3, 16)
+        methods = {
+            "fcorrection": one_network(fc_mod.ForwardRule(SYM_T)),
+            "mentornet": one_network(mn_mod.MentorNetPD(total_steps=10, p=0.7, decay=0.5,
+                                                        dropout="0.5,17,0.05,83", seed=0)),
+            "self_paced": one_network(mn_mod.SelfPaced()),
+            "d2l": one_network(d2l_mod.D2LRule(4)),
+            "decoupling": two_networks(dec_mod.Decoupling)}
+        for name, method in methods.items():
+            nets = [models.build_model("cnn", (8, 8, 1), 3) for _ in range(method.networks)]
+            model = method.build(nets, 1e-3)
+            if precision == "mixed_float16":
+                assert all(isinstance(o, keras.optimizers.LossScaleOptimizer)
+                           for o in method.optimizers(model)), name
+            if name == "d2l":
+                model.d2l_alpha.assign(0.6)
+                model.d2l_turned.assign(1.0)
+            if name == "self_paced":
+                model.sp_forget.assign(0.25)
+            before = [np.array(w) for w in nets[0].get_weights()]
+            batch = ({"image": x, "from_s": np.ones(16, np.float32)}, y) \
+                if method.networks == 2 else (x, y)
+            logs = model.train_on_batch(*batch, return_dict=True)
+            assert all(np.isfinite(float(v)) for v in logs.values()), (name, logs)
+            assert all(w.dtype == "float32" for w in nets[0].weights), name
+            assert any(not np.array_equal(a, b) for a, b in zip(before, nets[0].get_weights()))
+            assert keras.backend.standardize_dtype(nets[0](x).dtype) == "float32"
+            if name == "mentornet":
+                assert int(_np(model.mn_step)) == 1 and _np(model.mn_lambda) > 0
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

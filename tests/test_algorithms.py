@@ -33,6 +33,7 @@ from backend_cases import (  # noqa: F401
     test_mentornet_percentile_is_tensorflows_nearest_and_keep_count_floors,
     test_self_paced_step_keeps_the_small_losses,
     test_self_paced_toy_value,
+    test_table1_methods_train_under_mixed_precision,
 )
 from conftest import read_jsonl
 
