@@ -680,15 +680,18 @@ def train_two_networks(config, data, y_noisy, s_idx, c_idx, *, seed, forget_rate
 
 
 class _TestAccuracyNames(keras.callbacks.Callback):
-    """Give every method the same log keys: test_accuracy_model1 (and _model2)."""
+    """Give every method the same log keys: test_accuracy_model1 (and _model2 when two
+    networks train); drop a rule's training-only metrics from the validation keys."""
 
-    def __init__(self, standard):
+    def __init__(self, one_network):
         super().__init__()
-        self.standard = standard
+        self.standard = one_network
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
+        for name in getattr(self.model, "rule_metric_names", ()):
+            logs.pop(f"val_{name}", None)  # a training-only metric, reset by the evaluation
         if self.standard:
             logs["test_accuracy_model1"] = logs.get("val_accuracy")
         else:

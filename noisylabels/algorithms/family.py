@@ -112,6 +112,12 @@ class RuleNetwork(keras.Model):
             self.rule_seed.state.assign(weights.pop())
         super().set_weights(weights)
 
+    @property
+    def rule_metric_names(self):
+        """The rule's training metrics (their evaluation values mean nothing: dropped from
+        the epoch's logs by the training loop)."""
+        return tuple(self.rule.metrics)
+
     def tracker(self, name):
         """The rule's ``keras.metrics.Mean`` named ``name`` (updated in training only)."""
         return next(m for m in self._rule_trackers if m.name == name)
