@@ -97,33 +97,20 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
 
     t0 = time.time()
     run = _run_labels(args, data, method, pattern, ratio, seed, out, T)
-    plan = None
-    if method in algorithms.ALGORITHMS:
+    plan, n = None, len(run["y_noisy"])
+    if method in algorithms.ALGORITHMS:  # Table 1's other methods: their own preparation
         plan = algorithms.load(method).prepare(_method_context(args, data, run, printer))
-        s_idx = np.arange(len(run["y_noisy"])) if plan.train_idx is None else plan.train_idx
+        s_idx = np.arange(n) if plan.train_idx is None else plan.train_idx
         c_idx, forget, warmup = np.arange(0), 0.0, 0
-    elif method == "incv":
-        st = _select_incv(args, data, run, printer)
-    elif method in ONE_ROUND_SELECTORS:
-        st = _select_one_round(args, data, run, printer)
-    if method == "incv" or method in ONE_ROUND_SELECTORS:
-        s_idx, c_idx = np.flatnonzero(st["selected"]), np.flatnonzero(st["candidate"])
-        # e_S and the warm-up from the selector's e, the same for every selector (sec. 4)
-        cot = coteaching.plan(st["eval_ratio"], noise_type=run["rules"],
-                              num_classes=data.num_classes, epochs=args.epochs)
-        forget, warmup = cot["forget_rate"], cot["warmup"]
-        run["summary"].update(expected_noise_of_selected=forget, warmup_epochs=warmup)
-        if args.incv_only:
+    elif method == "incv" or method in ONE_ROUND_SELECTORS:  # a selection, then Co-teaching
+        sets = _selected_sets(args, data, method, run, printer)
+        if sets is None:  # --incv_only
             run["summary"]["seconds"] = round(time.time() - t0, 1)
             return run["summary"]
-        if len(s_idx) == 0:
-            raise ValueError(f"{method}'s selection S is empty in {out} (no training sample "
-                             "kept): nothing to train Co-teaching on. Train the selection's "
-                             "networks longer (--incv_epochs) or check the labels")
-    elif plan is None:
-        s_idx, c_idx = np.arange(len(run["y_noisy"])), np.arange(0)
+        s_idx, c_idx, forget, warmup = sets
+    else:  # plain Co-teaching or standard training on the whole noisy set
+        s_idx, c_idx, warmup = np.arange(n), np.arange(0), 0
         forget = _baseline_forget_rate(args, data, method, run, printer)
-        warmup = 0
     if method in COTEACHING_METHODS or method == "standard":
         run["summary"]["forget_rate"] = forget
     rows = coteaching.train_two_networks(
@@ -142,6 +129,31 @@ def run_one(args, data, method, pattern, ratio, seed, out, printer, T=None):
                            f"{data.name}, {pattern} {'' if ratio is None else f'{ratio:g}'}, "
                            f"seed {seed}")
     return summary
+
+
+def _selected_sets(args, data, method, run, printer):
+    """INCV's or a one-round selector's S and C, and the modified Co-teaching's e_S and
+    warm-up from its noise estimate: ``(s_idx, c_idx, forget_rate, warmup)``; None with
+    ``--incv_only``."""
+    from . import coteaching
+
+    if method == "incv":
+        st = _select_incv(args, data, run, printer)
+    else:
+        st = _select_one_round(args, data, run, printer)
+    s_idx, c_idx = np.flatnonzero(st["selected"]), np.flatnonzero(st["candidate"])
+    # e_S and the warm-up from the selector's e, the same for every selector (sec. 4)
+    cot = coteaching.plan(st["eval_ratio"], noise_type=run["rules"],
+                          num_classes=data.num_classes, epochs=args.epochs)
+    run["summary"].update(expected_noise_of_selected=cot["forget_rate"],
+                          warmup_epochs=cot["warmup"])
+    if args.incv_only:
+        return None
+    if len(s_idx) == 0:
+        raise ValueError(f"{method}'s selection S is empty in {run['out']} (no training "
+                         "sample kept): nothing to train Co-teaching on. Train the "
+                         "selection's networks longer (--incv_epochs) or check the labels")
+    return s_idx, c_idx, cot["forget_rate"], cot["warmup"]
 
 
 def _method_context(args, data, run, printer):
