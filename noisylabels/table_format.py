@@ -128,8 +128,9 @@ def format_diagnostics(tables):
             [[r["setting"], r["method"], r["n"], _diagnosis(r)] for r in group])]
     if rows:
         out.append(
-            "\nF-correction: mean |T̂ − T| over the c x c entries, T the empirical transition "
-            "of each run's noisy labels (n=k: the true T known in k runs); the test accuracy of "
+            "\nF-correction: mean |T̂ − T| over the c x c entries, T the true transition "
+            "matrix (synthetic noise: the pattern's T; labels as given with clean labels: "
+            "the clean-to-given label frequencies); the test accuracy of "
             "network 1 at the epoch of its lowest noisy-validation loss is the reference's "
             "checkpoint rule, shown beside the accuracy table's final epoch, never in it. D2L: "
             "the turning epoch as the reference counts it, alpha = the given label's weight in "
