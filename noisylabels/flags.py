@@ -274,11 +274,22 @@ def resume_mismatches(args, run, config, *, threads=None):
     -------
     list of (flag, value in config.json, value now)
     """
+    from . import algorithms  # numpy only
+
     old_args, old_run = config.get("args") or {}, config.get("run") or {}
+    # Table 1's methods' own flags: (owner, default)
+    owned = {spec[0]: (method, spec[2]) for method, specs in algorithms.FLAGS.items()
+             for spec in specs}
     diffs = []
     for key, value in args.items():
         if key in BOOKKEEPING_FLAGS or key in GRID_FLAGS:
             continue
+        if key in owned:
+            method, default = owned[key]
+            if run.get("method") is not None and run["method"] != method:
+                continue  # another method's flag cannot change this run
+            if key not in old_args and value == default:
+                continue  # newer than the run, at the default the run ran with
         if key not in old_args:
             if value not in (None, False):  # a flag newer than the run: only its default
                 diffs.append((key, "(not recorded)", value))

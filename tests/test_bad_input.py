@@ -418,6 +418,25 @@ def test_resume_mismatches_treats_a_newer_flag_at_its_default_as_equal():
         ("new_flag", "(not recorded)", 3)]
 
 
+def test_resume_of_a_run_older_than_a_methods_flags_and_of_another_methods_flag():
+    """A run recorded before Table 1's methods' flags existed resumes when they are at their
+    defaults; a method's flag never blocks another method's run, and still blocks its own."""
+    old = {"args": {"lr": 0.001}, "run": {"seed": 0, "method": "incv"}}
+    now = {"lr": 0.001, "fcorrection_T": "estimated", "mentornet_percentile": 0.7,
+           "d2l_window": 5}
+    assert flags.resume_mismatches(now, {"seed": 0, "method": "incv"}, old) == []
+    assert flags.resume_mismatches({**now, "mentornet_percentile": 0.5},
+                                   {"seed": 0, "method": "incv"}, old) == []
+    own = {"args": {**now}, "run": {"seed": 0, "method": "mentornet"}}
+    assert flags.resume_mismatches({**now, "mentornet_percentile": 0.5},
+                                   {"seed": 0, "method": "mentornet"}, own) == [
+        ("mentornet_percentile", 0.7, 0.5)]
+    old_d2l = {"args": {"lr": 0.001}, "run": {"seed": 0, "method": "d2l"}}
+    assert flags.resume_mismatches({**now, "d2l_window": 3},
+                                   {"seed": 0, "method": "d2l"}, old_d2l) == [
+        ("d2l_window", "(not recorded)", 3)]
+
+
 def test_resume_with_nothing_to_resume_is_an_error(tmp_path):
     results = tmp_path / "results"
     r = _run("incv_train.py", *DIGITS, "--resume", "--results_dir", str(results))
