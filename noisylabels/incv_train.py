@@ -341,7 +341,6 @@ _NOT_OOS_FLAGS = frozenset(flags.BOOKKEEPING_FLAGS) - {"devices", "data_dir", "n
     | {spec[0] for specs in algorithms.FLAGS.values() for spec in specs}  # other methods'
 
 
-
 def oos_mismatches(theirs, ours):
     """The flags (name, theirs, ours) in which an INCV run's config.json ``args`` differ
     from this call's ``vars(args)`` in a way that can change its first round's
@@ -480,8 +479,9 @@ def _check_method_arguments(p, args):
     if not 0.0 < args.fcorrection_percentile <= 100.0:
         p.error(f"--fcorrection_percentile must be in (0, 100], got "
                 f"{args.fcorrection_percentile}")
-    if not 0.0 <= args.decoupling_min_batch <= 1.0:
-        p.error(f"--decoupling_min_batch must be in [0, 1], got {args.decoupling_min_batch}")
+    if not 0.0 < args.decoupling_min_batch <= 1.0:
+        # 0 would divide a batch without disagreements by 0 (NaN weights)
+        p.error(f"--decoupling_min_batch must be in (0, 1], got {args.decoupling_min_batch}")
     if not 0.0 < args.mentornet_percentile <= 1.0:
         p.error(f"--mentornet_percentile must be in (0, 1], got {args.mentornet_percentile}")
     if not 0.0 <= args.mentornet_decay < 1.0:

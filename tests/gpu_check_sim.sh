@@ -32,8 +32,14 @@ scipy six threadpoolctl torch typing-extensions tensorboard wrapt"
 NEEDS="jax jaxlib numpy scipy scikit-learn matplotlib pillow absl-py h5py rich ml-dtypes
 packaging typing-extensions"
 
+# Only a folder this script made (or a new one) is emptied: SIM_DIR=. must not wipe a clone.
+if [[ -e "$SIM" && ! -f "$SIM/.gpu_check_sim" ]]; then
+    echo "error: SIM_DIR $SIM exists and was not made by gpu_check_sim.sh: choose a new folder" >&2
+    exit 2
+fi
 rm -rf "$SIM"
 mkdir -p "$SIM"
+touch "$SIM/.gpu_check_sim"
 start=$(date +%s)
 echo "== 1. a venv holding only the image's packages ($PYTHON, $SIM/venv)"
 "$PYTHON" -m venv "$SIM/venv"

@@ -348,3 +348,19 @@ def test_self_paced_variant_end_to_end_follows_the_forget_rate_ramp(tmp_path):
                                   "log.jsonl"))
     assert [r["weight"] for r in log] == pytest.approx([1.0, (76 + 43) / 200])
     assert s["forget_rate"] == 0.4 and "mentornet" not in s
+
+
+def test_mean_lid_joins_a_last_batch_of_one_point_to_the_one_before():
+    """129 points in batches of 128: the lone last point has no neighbour (k = 0, NaN);
+    it joins the first batch, so the mean is finite and equals the 129-point batch's."""
+    x = np.random.default_rng(0).normal(size=(129, 4))
+    got = d2l.mean_lid(x, batch=128)
+    assert np.isfinite(got)
+    assert got == pytest.approx(float(d2l.lid_mle(x).mean()))
+
+
+def test_fcorrection_split_keeps_an_image_on_each_side():
+    train, val = fcorrection.split(40, fraction=0.1, seed=0)
+    assert len(val) == 4 and len(train) == 36 and not set(train) & set(val)
+    with pytest.raises(ValueError, match="--fcorrection_val_split"):
+        fcorrection.split(4, fraction=0.1, seed=0)

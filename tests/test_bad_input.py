@@ -497,7 +497,8 @@ def test_help_loads_no_tensorflow_and_prints_no_log_lines(script):
     (["--mentornet_dropout", "0.5,10"],
      "--mentornet_dropout must cover 100 percent of training, got 10 in '0.5,10'"),
     (["--mentornet_dropout", "0.5,17,0.05"], "--mentornet_dropout needs rate,count pairs"),
-    (["--decoupling_min_batch", "2"], "--decoupling_min_batch must be in [0, 1], got 2.0"),
+    (["--decoupling_min_batch", "2"], "--decoupling_min_batch must be in (0, 1], got 2.0"),
+    (["--decoupling_min_batch", "0"], "--decoupling_min_batch must be in (0, 1], got 0.0"),
     (["--d2l_window", "1"], "--d2l_window must be at least 2 (a standard deviation), got 1"),
     (["--mentornet_percentile", "0"], "--mentornet_percentile must be in (0, 1], got 0.0"),
 ])

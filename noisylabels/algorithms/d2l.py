@@ -49,9 +49,14 @@ def lid_mle(batch, *, k=K_NEIGHBOURS):
 
 
 def mean_lid(features, *, batch=LID_BATCH, k=K_NEIGHBOURS):
-    """The mean LID over ``features`` (n, d), each point against its own batch of ``batch``."""
-    return float(np.mean(np.concatenate([lid_mle(features[i:i + batch], k=k)
-                                         for i in range(0, len(features), batch)])))
+    """The mean LID over ``features`` (n, d), each point against its own batch of ``batch``
+    (a last batch of one point, which has no neighbour, joins the batch before it)."""
+    starts = list(range(0, len(features), batch))
+    if len(starts) > 1 and len(features) - starts[-1] < 2:
+        starts.pop()
+    ends = starts[1:] + [len(features)]
+    return float(np.mean(np.concatenate([lid_mle(features[a:b], k=k)
+                                         for a, b in zip(starts, ends)])))
 
 
 def is_turning_point(history, *, init_epoch, window):
@@ -85,7 +90,8 @@ def d2l_loss(y, probs, alpha, turned):
 
 class D2LRule(Rule):
     """D2L's state on the model: ``d2l_alpha``, ``d2l_turned`` (0 / 1), ``d2l_lids`` (the
-    history, one slot per epoch), ``d2l_count`` (its length), ``d2l_turning_epoch``."""
+    history, one slot per epoch), ``d2l_count`` (its length). The turning epoch is read from
+    the epoch log (``d2l_turned``), its one record."""
 
     def __init__(self, epochs):
         self.epochs = int(epochs)
@@ -99,7 +105,6 @@ class D2LRule(Rule):
         model.d2l_turned = var("d2l_turned")
         model.d2l_lids = var("d2l_lids", shape=(self.epochs + 1,))
         model.d2l_count = var("d2l_count", dtype="int32")
-        model.d2l_turning_epoch = var("d2l_turning_epoch", dtype="int32", init="zeros")
 
     def loss(self, model, y, probs, training):
         return keras.ops.mean(d2l_loss(y, probs, model.d2l_alpha, model.d2l_turned)), 1.0
@@ -135,7 +140,6 @@ class D2LCallback(keras.callbacks.Callback):
                                            window=self.window):
             turned = True
             m.d2l_turned.assign(1.0)
-            m.d2l_turning_epoch.assign(len(history) - 2)
             if self.rollback == "real" and os.path.isfile(self.rollback_path):
                 with np.load(self.rollback_path) as f:
                     self.net.set_weights([f[f"w{i}"] for i in range(len(f.files))])

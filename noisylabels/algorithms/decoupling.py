@@ -61,8 +61,8 @@ class Decoupling(TwoNetworks):
 
     def __init__(self, net1, net2, *, min_batch=0.1, **kwargs):
         super().__init__(net1, net2, **kwargs)
-        if not 0.0 <= min_batch <= 1.0:
-            raise ValueError(f"min_batch must be in [0, 1], got {min_batch}")
+        if not 0.0 < min_batch <= 1.0:  # 0: a batch without disagreements gives 0 / 0
+            raise ValueError(f"min_batch must be in (0, 1], got {min_batch}")
         self.min_batch = float(min_batch)
         self.disagree_tracker = keras.metrics.Mean(name="disagree")
         self.disagree_clean_tracker = keras.metrics.Mean(name="disagree_clean")

@@ -146,6 +146,10 @@ def split(n, *, fraction, seed):
     """``(train_idx, val_idx)``: the first ``fraction`` of a seeded permutation held out."""
     perm = utils.rng_for(seed, "fcorrection-split").permutation(n)
     n_val = int(round(fraction * n))
+    if not 1 <= n_val < n:
+        raise ValueError(f"--fcorrection_val_split {fraction:g} of {n} training images holds "
+                         f"out {n_val}: choose a split that keeps at least one image on each "
+                         "side")
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -172,7 +176,10 @@ def stage_a(ctx, train_idx, val_idx):
         schedule=schedule, augment=resolve_augmentation(cfg.augment, data.name),
         seed=ctx.seed, keep_best=True, best_by="loss", log_path=log,
         log_extra={"run": "fcorrection_stage_a"}, verbose=cfg.verbose,
-        printer=ctx.printer if cfg.verbose != 1 else None)
+        printer=ctx.printer if cfg.verbose != 1 else None,
+        # the shared protocol's fresh Adam at each learning-rate drop, as stage C
+        callbacks=[training.EpochSchedule(schedule, [model.optimizer],
+                                          reset_on_drop=not cfg.keep_optimizer_state)])
     probs = model.predict(data.x_train, batch_size=1024, verbose=0)
     return probs, float((held.argmax(1) == y[val_idx]).mean()), info["best_epoch"]
 
