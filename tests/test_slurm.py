@@ -59,15 +59,29 @@ def _launch(*argv):
     return (m.group(1) if m else None), r.stdout
 
 
+_PENDING_SINCE = {}  # requeued task -> when it was first seen waiting for its BeginTime
+REQUEUE_GRACE_S = 3.0
+
+
 def _pending_now(job):
-    """A requeued task waits (BeginTime) before it may start again: let it start now."""
+    """A requeued task waits (BeginTime) before it may start again: let it start once it has
+    waited ``REQUEUE_GRACE_S``. Not at once: slurmd may still be cleaning up the killed task,
+    and a launch in that window fails ("Job N already killed, do not launch batch job"), the
+    task then ending FAILED instead of resuming (seen once here, 0.5 s after a requeue)."""
     r = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i %T %r"], capture_output=True,
                        text=True, timeout=30)
+    waiting = {line.split()[0] for line in r.stdout.splitlines()
+               if line.split()[1:3] == ["PENDING", "BeginTime"]}
+    for task in set(_PENDING_SINCE) - waiting:  # started (or ended) since: a later requeue
+        del _PENDING_SINCE[task]                # waits its own grace
     for line in r.stdout.splitlines():
         task, state, reason = line.split()[:3]
         if state == "PENDING" and reason == "BeginTime":
-            subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"],
-                           capture_output=True, timeout=30)
+            since = _PENDING_SINCE.setdefault(task, time.time())
+            if time.time() - since >= REQUEUE_GRACE_S:
+                subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"],
+                               capture_output=True, timeout=30)
+                del _PENDING_SINCE[task]
     return r.stdout.strip()
 
 
