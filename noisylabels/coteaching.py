@@ -319,8 +319,8 @@ class CoTeaching(TwoNetworks):
         self.loss1_tracker.update_state(loss1, sample_weight=n_pick)
         self.loss2_tracker.update_state(loss2, sample_weight=n_pick)
         # Training accuracy w.r.t. the noisy labels on the S part (weights 0 drop C samples).
-        self.acc1_tracker.update_state(self._correct(y, p1), sample_weight=from_s)
-        self.acc2_tracker.update_state(self._correct(y, p2), sample_weight=from_s)
+        self.acc1_tracker.update_state(correct(y, p1), sample_weight=from_s)
+        self.acc2_tracker.update_state(correct(y, p2), sample_weight=from_s)
         self.keep_tracker.update_state(n_step)  # under tf.distribute: the sum over replicas
         if clean is not None:
             # Tracking only: per-sample means over all picks of the epoch.
@@ -405,8 +405,8 @@ class CoTeaching(TwoNetworks):
             totals.append(loss)
         self.loss1_tracker.update_state(totals[0], sample_weight=n_pick)
         self.loss2_tracker.update_state(totals[1], sample_weight=n_pick)
-        self.acc1_tracker.update_state(self._correct(y, q1), sample_weight=from_s)
-        self.acc2_tracker.update_state(self._correct(y, q2), sample_weight=from_s)
+        self.acc1_tracker.update_state(correct(y, q1), sample_weight=from_s)
+        self.acc2_tracker.update_state(correct(y, q2), sample_weight=from_s)
         self.keep_tracker.update_state(n_pick)
         if clean is not None:
             self.kept_clean1_tracker.update_state(tf.gather(clean, pick1))
@@ -433,13 +433,6 @@ class CoTeaching(TwoNetworks):
         summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
         values = tf.math.divide_no_nan(summed[:, 0], summed[:, 1])
         return {m.name: values[i] for i, m in enumerate(trackers)}
-
-    @staticmethod
-    def _correct(y, probs):
-        """(b,) float32, 1 where argmax(probs) == y."""
-        import tensorflow as tf
-
-        return tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), y), tf.float32)
 
     @staticmethod
     def _reg_loss(net):

@@ -30,11 +30,10 @@ import keras
 import numpy as np
 
 from .. import utils
-from .family import Rule, one_network
+from .family import PROB_CLIP, Rule, one_network
 
 K_NEIGHBOURS, LID_SAMPLES, LID_BATCH = 20, 1280, 128
 TARGET_LOW, TARGET_HIGH = 0.01 / 9, 0.99  # the reference's literal clip of the targets
-PROB_CLIP = 1e-7
 
 
 def lid_mle(batch, *, k=K_NEIGHBOURS):

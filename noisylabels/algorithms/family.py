@@ -34,6 +34,10 @@ from ..backend_steps import (
 )
 
 
+# Keras 2's epsilon: the references' losses clip probabilities to [eps, 1 - eps]
+PROB_CLIP = 1e-7
+
+
 def sparse_ce(y, probs):
     """(b,) cross-entropy of softmax outputs ``probs`` (b, c) w.r.t. int labels ``y`` (b,),
     as ``compile(loss="sparse_categorical_crossentropy")`` computes it."""

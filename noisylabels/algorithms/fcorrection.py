@@ -23,10 +23,8 @@ import os
 import keras
 import numpy as np
 
-from .. import noise, utils
-from .family import Rule, one_network
-
-PROB_CLIP = 1e-7  # Keras 2's epsilon: loss-correction clips p to [eps, 1 - eps]
+from .. import metrics, noise, utils
+from .family import PROB_CLIP, Rule, one_network
 
 
 def forward_loss(y, probs, T):
@@ -100,13 +98,6 @@ def ncv_transition(accuracy, *, pattern, num_classes):
     else:
         e = pair_noise_ratio(accuracy)
     return e, noise.transition_matrix(pattern, e, num_classes)
-
-
-def empirical_transition(y_true, y_noisy, num_classes):
-    """The transition matrix of labels as given: rows = clean class, row-normalised counts."""
-    M = np.zeros((num_classes, num_classes))
-    np.add.at(M, (y_true, y_noisy), 1.0)
-    return M / np.maximum(M.sum(axis=1, keepdims=True), 1.0)
 
 
 class ForwardRule(Rule):
@@ -194,7 +185,8 @@ def prepare(ctx):
                                seed=ctx.seed)
     true_T = ctx.true_T
     if true_T is None and ctx.y_true is not None:
-        true_T = empirical_transition(ctx.y_true, ctx.y_noisy, c)
+        # labels as given with clean ones: rows = clean class, row-normalised counts
+        true_T = metrics.normalized_confusion(ctx.y_true, ctx.y_noisy, c)
     path = os.path.join(ctx.out, "transition_matrix.npz")
     info = {"fcorrection_T": args.fcorrection_T, "validation_size": int(len(val_idx))}
     if args.resume and os.path.isfile(path):
