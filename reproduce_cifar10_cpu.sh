@@ -5,9 +5,11 @@
 #                               table1-8px|pilots]                            (default: all)
 #
 # 'table1-8px' is Table 1 in the regime where standard training memorises (README finding 3,
-# docs/results-cifar10-cpu.md): ResNet-20 on 20,000 training images downsampled to 8x8, no augmentation,
-# INCV + Co-teaching, Co-teaching and standard at sym 0.5 and asym 0.4, seeds 0-2, the two
-# settings as two processes side by side with one thread each.
+# docs/results-cifar10-cpu.md): ResNet-20 on 20,000 training images downsampled to 8x8, no
+# augmentation; the paper's seven rows at sym 0.2 / 0.5 / 0.8 and asym 0.4, seeds 0-2, plus
+# INCV + Co-teaching with an oracle forget rate; two processes side by side with one thread
+# each, or LAUNCHER=slurm: job arrays through slurm.py (e.g. the one-node cluster of
+# .ci/slurm_up.sh).
 #
 # 'pilots' (not part of 'all') runs the pilots that looked for Table 1's CPU-scale regime
 # (docs/table1-regime.md), without augmentation at sym 0.5: standard training and one INCV
@@ -24,7 +26,8 @@
 # prints the tables.
 #
 # Environment: PYTHON (default .venv/bin/python, else python3), DATA_DIR (the folder holding
-# cifar-10-batches-py; default data), OUT. A run on a copy that is not the official archive
+# cifar-10-batches-py; default data), OUT, LAUNCHER (table1-8px: local or slurm). A run on
+# a copy that is not the official archive
 # (md5 check) says so in its output, config.json and summary.json.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -36,6 +39,11 @@ OUT=${OUT:-results/cifar10-cpu}
 PART=${1:-all}
 case "$PART" in all|theory|scaling|incv|table1|selection|optimizer|table1-8px|pilots) ;; *)
     echo "error: unknown part '$PART': choose all, theory, scaling, incv, table1, selection, optimizer, table1-8px or pilots" >&2
+    exit 2;;
+esac
+LAUNCHER=${LAUNCHER:-local}
+case "$LAUNCHER" in local|slurm) ;; *)
+    echo "error: LAUNCHER='$LAUNCHER': choose local or slurm" >&2
     exit 2;;
 esac
 
@@ -141,30 +149,55 @@ fi
 if [[ $PART == all || $PART == table1-8px ]]; then
     # Table 1 where standard training memorises (the pilots: docs/table1-regime.md): 8x8
     # images cut ResNet-20's cost per image (10.1 s per epoch of 20,000 vs 23.0 at 16x16 in the
-    # pilots), so 20,000 images fit the budget; without augmentation it fits the noisy labels and its test accuracy peaks and
-    # falls. Epochs: the paper's 200 / 50 cut to 30 / 20 (the lr schedules scale with them),
-    # INCV's iterations 4 cut to 2. The two settings run side by side, one thread each.
+    # pilots), so 20,000 images fit the budget; without augmentation it fits the noisy labels
+    # and its test accuracy peaks and falls. Epochs: the paper's 200 / 50 cut to 30 / 20 (the
+    # lr schedules scale with them), INCV's iterations 4 cut to 2. The paper's seven rows at its
+    # four columns, seeds 0-2 (84 runs, one thread each); then INCV's selection with an oracle
+    # forget rate (the true noise ratio of S in place of the one from e) where INCV +
+    # Co-teaching lost to Co-teaching.
+    #   LAUNCHER=local (default): two processes side by side (--task 0/1 --num_tasks 2);
+    #   LAUNCHER=slurm: one job array per line below through slurm.py (one unit of setting x
+    #   seed per task, two at a time on a 2-core node), then this part again prints the table.
     T1=("${COMMON[@]}" --arch resnet20 --image_size 8 --n_train 20000 --augment none
-        --epochs 30 --incv_epochs 20 --incv_iterations 2 --method incv coteaching standard
-        --seed 0 1 2 --results_dir "$OUT/table1-8px" --skip_existing
-        --intra_op_threads 1 --inter_op_threads 1)
+        --epochs 30 --incv_epochs 20 --incv_iterations 2 --seed 0 1 2
+        --skip_existing --intra_op_threads 1 --inter_op_threads 1)
+    GRID=(--method standard fcorrection decoupling coteaching mentornet d2l incv
+          --results_dir "$OUT/table1-8px")
+    ORACLE=(--method incv --incv_forget_rate true_noise_of_s --results_dir "$OUT/table1-8px-oracle")
     mkdir -p "$OUT/table1-8px"
-    pids=() logs=()
-    for setting in "sym 0.5" "asym 0.4"; do
-        set -- $setting
-        logs+=("$OUT/table1-8px/$1$2.log")
-        run "$PYTHON" incv_train.py "${T1[@]}" --noise_pattern "$1" --noisy_ratio "$2" \
-            $(started "$OUT/table1-8px" "$1" "$2" incv coteaching standard) \
-            >> "$OUT/table1-8px/$1$2.log" 2>&1 &  # appended: a re-run keeps the earlier log
-        pids+=($!)
-    done
-    failed=0
-    for i in "${!pids[@]}"; do
-        wait "${pids[$i]}" || { echo "error: ${logs[$i]%.log} failed: see ${logs[$i]}" >&2; failed=1; }
-    done
-    [[ $failed == 0 ]] || exit 1
-    run "$PYTHON" table.py "$OUT/table1-8px" --out "$OUT/table1-8px/table.md" \
-        --curves "$OUT/table1-8px/curves.png"
+    table1_job() {  # table1_job NAME FLAGS...: two local processes, or one SLURM job array
+        local name=$1 k i failed=0 pids=() logs=()
+        shift
+        if [[ $LAUNCHER == slurm ]]; then
+            run "$PYTHON" slurm.py --cpus_per_task 1 --mem 6G --job_name "table1-8px-$name" \
+                incv_train.py "${T1[@]}" "$@"
+            return
+        fi
+        for k in 0 1; do
+            logs+=("$OUT/table1-8px/$name-task$k.log")
+            # --resume: a task of a split grid continues its started runs, starts the rest
+            run "$PYTHON" incv_train.py "${T1[@]}" "$@" --task "$k" --num_tasks 2 --resume \
+                >> "${logs[-1]}" 2>&1 &  # appended: a re-run keeps the earlier log
+            pids+=($!)
+        done
+        for i in "${!pids[@]}"; do
+            wait "${pids[$i]}" || { echo "error: ${logs[$i]%.log} failed: see ${logs[$i]}" >&2; failed=1; }
+        done
+        [[ $failed == 0 ]] || exit 1
+    }
+    # the grid first (sym 0.8, the paper's widest gap, leads), the ablation after
+    table1_job sym "${GRID[@]}" --noise_pattern sym --noisy_ratio 0.8 0.2 0.5
+    table1_job asym "${GRID[@]}" --noise_pattern asym --noisy_ratio 0.4
+    table1_job oracle-sym "${ORACLE[@]}" --noise_pattern sym --noisy_ratio 0.5 0.8
+    table1_job oracle-asym "${ORACLE[@]}" --noise_pattern asym --noisy_ratio 0.4
+    if [[ $LAUNCHER == slurm ]]; then
+        echo "submitted: squeue shows them; when they are done, run this part again (it submits"
+        echo "only what is left) or: $PYTHON table.py $OUT/table1-8px $OUT/table1-8px-oracle"
+    fi
+    if [[ $LAUNCHER == local ]]; then
+        run "$PYTHON" table.py "$OUT/table1-8px" "$OUT/table1-8px-oracle" \
+            --out "$OUT/table1-8px/table.md" --curves "$OUT/table1-8px/curves.png"
+    fi
 fi
 
 if [[ $PART == pilots ]]; then

@@ -153,7 +153,56 @@ def _selected_sets(args, data, method, run, printer):
         raise ValueError(f"{method}'s selection S is empty in {run['out']} (no training "
                          "sample kept): nothing to train Co-teaching on. Train the "
                          "selection's networks longer (--incv_epochs) or check the labels")
+    if method == "incv" and args.incv_forget_rate != "estimate":
+        from_e = cot["forget_rate"]
+        cot = oracle_plan(args.incv_forget_rate, y_noisy=run["y_noisy"], y_true=run["y_true"],
+                          s_idx=s_idx, noise_type=run["rules"], num_classes=data.num_classes,
+                          epochs=args.epochs, warmup=cot["warmup"])
+        run["summary"].update(forget_rate_source=args.incv_forget_rate,
+                              warmup_epochs=cot["warmup"])
+        printer(f"--incv_forget_rate {args.incv_forget_rate}: forget rate "
+                f"{cot['forget_rate']:.4f} (from e: {from_e:.4f}), warm-up to epoch "
+                f"{cot['warmup']}")
     return s_idx, c_idx, cot["forget_rate"], cot["warmup"]
+
+
+def oracle_plan(source, *, y_noisy, y_true, s_idx, noise_type, num_classes, epochs, warmup):
+    """The modified Co-teaching's forget rate and warm-up from the clean labels: an oracle
+    ablation that separates INCV's selection from the schedule its estimate e sets.
+
+    Parameters
+    ----------
+    source : {"true_ratio", "true_noise_of_s"}
+        ``true_ratio``: :func:`coteaching.plan` with the true noise ratio of the training
+        set (mean of ``y_noisy != y_true``) in place of e (forget rate e_S and warm-up);
+        ``true_noise_of_s``: the true noise ratio of S itself (1 - LP), the warm-up kept.
+    y_noisy, y_true : ndarray of int, shape (n,)
+    s_idx : ndarray of int, shape (|S|,)
+        The selected set (non-empty).
+    noise_type : {"sym", "asym"}
+    num_classes, epochs, warmup : int
+        ``warmup``: the one from e, kept by ``true_noise_of_s``.
+
+    Returns
+    -------
+    dict
+        ``forget_rate`` and ``warmup`` as :func:`coteaching.plan`.
+    """
+    from . import coteaching
+
+    if y_true is None:
+        raise ValueError(f"--incv_forget_rate {source} needs the clean labels, which these "
+                         "labels as given lack: use --incv_forget_rate estimate")
+    y_noisy, y_true = np.asarray(y_noisy), np.asarray(y_true)
+    if source == "true_ratio":
+        return coteaching.plan(float(np.mean(y_noisy != y_true)), noise_type=noise_type,
+                               num_classes=num_classes, epochs=epochs)
+    if source == "true_noise_of_s":
+        s_idx = np.asarray(s_idx)
+        return {"forget_rate": float(np.mean(y_noisy[s_idx] != y_true[s_idx])),
+                "warmup": warmup}
+    raise ValueError(f"unknown --incv_forget_rate {source!r}: choose estimate, true_ratio "
+                     "or true_noise_of_s")
 
 
 def _method_context(args, data, run, printer):
@@ -531,6 +580,9 @@ def main(args):
     if "fcorrection" in args.method and args.fcorrection_T == "true" and not data.clean_known:
         raise ValueError("--fcorrection_T true needs the clean labels, which these labels "
                          "as given lack: use --fcorrection_T estimated or ncv")
+    if "incv" in args.method and args.incv_forget_rate != "estimate" and not data.clean_known:
+        raise ValueError(f"--incv_forget_rate {args.incv_forget_rate} needs the clean labels, "
+                         "which these labels as given lack: use --incv_forget_rate estimate")
     if args.incv_results and "incv" in args.method:  # checked before any run directory
         # the CSV's clean-label column y is -1 where the clean labels are unknown
         incv.read_incv_csv(args.incv_results, data.y_train if data.clean_known else

@@ -151,7 +151,9 @@ _METHOD_VARIANTS = {
     "mentornet_dropout": "dropout {}".format,
     "d2l_init_epoch": "init epoch {:g} of 200".format,
     "d2l_window": "window {}".format,
-    "d2l_rollback": {"reference": "reference's no-op rollback"}.get}
+    "d2l_rollback": {"reference": "reference's no-op rollback"}.get,
+    "incv_forget_rate": {"true_noise_of_s": "oracle forget rate: S's true noise",
+                         "true_ratio": "forget rate from the true noise ratio"}.get}
 _OWNER = {name: (method, default) for method, specs in METHOD_FLAGS.items()
           for name, _, default, *_ in specs}
 

@@ -431,6 +431,15 @@ def test_resume_of_a_run_older_than_a_methods_flags_and_of_another_methods_flag(
     assert flags.resume_mismatches({**now, "mentornet_percentile": 0.5},
                                    {"seed": 0, "method": "mentornet"}, own) == [
         ("mentornet_percentile", 0.7, 0.5)]
+    # INCV + Co-teaching's own flag, newer than the 8x8 Table 1 runs: the same rules
+    assert flags.resume_mismatches({**now, "incv_forget_rate": "estimate"},
+                                   {"seed": 0, "method": "incv"}, old) == []
+    assert flags.resume_mismatches({**now, "incv_forget_rate": "true_noise_of_s"},
+                                   {"seed": 0, "method": "coteaching"},
+                                   {**old, "run": {"seed": 0, "method": "coteaching"}}) == []
+    assert flags.resume_mismatches({**now, "incv_forget_rate": "true_noise_of_s"},
+                                   {"seed": 0, "method": "incv"}, old) == [
+        ("incv_forget_rate", "(not recorded)", "true_noise_of_s")]
     old_d2l = {"args": {"lr": 0.001}, "run": {"seed": 0, "method": "d2l"}}
     assert flags.resume_mismatches({**now, "d2l_window": 3},
                                    {"seed": 0, "method": "d2l"}, old_d2l) == [
@@ -522,4 +531,10 @@ def test_fcorrection_true_T_without_clean_labels_is_refused_before_any_run(tmp_p
     assert status == 2 and line == (
         "error: --fcorrection_T true needs the clean labels, which these labels as given "
         "lack: use --fcorrection_T estimated or ncv")
+    assert not results.exists()
+    status, line = _cli_error(incv_train.main, incv_train.parse_args(
+        argv[:-1] + ["incv", "--incv_forget_rate", "true_noise_of_s"]), capsys)
+    assert status == 2 and line == (
+        "error: --incv_forget_rate true_noise_of_s needs the clean labels, which these labels "
+        "as given lack: use --incv_forget_rate estimate")
     assert not results.exists()

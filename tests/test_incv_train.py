@@ -90,6 +90,68 @@ def test_saved_selection_is_reused_without_incv(finished, tmp_path):
     assert s["selection"] == summaries["incv"]["selection"]
 
 
+@pytest.mark.parametrize("source", ["true_noise_of_s", "true_ratio"])
+def test_oracle_forget_rate_replaces_the_one_from_e(finished, tmp_path, source):
+    """--incv_forget_rate: the same selection (reused CSV) trained with the forget rate from
+    the clean labels; the paper's run keeps e_S from INCV's estimate e."""
+    results, summaries = finished
+    paper = summaries["incv"]
+    e = paper["estimated_noise_ratio"]
+    assert "forget_rate_source" not in paper
+    assert paper["forget_rate"] == pytest.approx(noise.expected_noise_of_selected(e, "sym", 10))
+    csv_path = os.path.join(results, "digits", "sym", "0.5", "incv", "seed0",
+                            "digits_sym0.5_INCV_results.csv")
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    y = np.array([int(r["y"]) for r in rows])
+    yn = np.array([int(r["y_noisy"]) for r in rows])
+    sel = np.array([r["select"] == "True" for r in rows])
+    args = incv_train.parse_args(BASE + ["--incv_results", csv_path, "--epochs", "3",
+                                         "--incv_forget_rate", source,
+                                         "--results_dir", str(tmp_path)])
+    (s,) = incv_train.main(args)
+    assert s["forget_rate_source"] == source
+    if source == "true_noise_of_s":  # S's own noise: 1 - LP, the warm-up from e kept
+        want = float(np.mean(yn[sel] != y[sel]))
+        assert want == pytest.approx(1.0 - s["selection"]["label_precision"])
+        assert s["warmup_epochs"] == paper["warmup_epochs"]
+    else:  # e_S and the warm-up from the true ratio in place of e
+        true_e = float(np.mean(yn != y))
+        want = noise.expected_noise_of_selected(true_e, "sym", 10)
+        from noisylabels import coteaching  # Keras-based: loaded by the fixture's run
+
+        assert s["warmup_epochs"] == coteaching.warmup_epochs("sym", true_e, 3)
+    assert s["forget_rate"] == pytest.approx(want, abs=1e-12)
+    assert s["forget_rate"] != pytest.approx(paper["forget_rate"], abs=1e-3)  # it changed
+    # the paper's e_S stays recorded beside it
+    assert s["expected_noise_of_selected"] == pytest.approx(paper["forget_rate"])
+    config = json.load(open(os.path.join(tmp_path, "digits", "sym", "0.5", "incv", "seed0",
+                                         "config.json")))
+    assert config["args"]["incv_forget_rate"] == source
+
+
+def test_oracle_plan_on_toy_labels():
+    y_true = np.zeros(10, np.int64)
+    y_noisy = y_true.copy()
+    y_noisy[[0, 6, 7]] = 1  # true ratio 0.3; S = the first 5, one of them noisy
+    s_idx = np.arange(5)
+    kw = dict(y_noisy=y_noisy, y_true=y_true, s_idx=s_idx, noise_type="sym", num_classes=10,
+              epochs=200, warmup=40)
+    assert incv_train.oracle_plan("true_noise_of_s", **kw) == {"forget_rate": 0.2,
+                                                               "warmup": 40}
+    # 0.3^2 / (0.3^2 + 9 * 0.7^2), and the warm-up of e = 0.3 (40 of 200 epochs)
+    got = incv_train.oracle_plan("true_ratio", **kw)
+    assert got["forget_rate"] == pytest.approx(0.09 / (0.09 + 9 * 0.49))
+    assert got["warmup"] == 40
+    # a true ratio 0.7 > 0.6: the 80-epoch warm-up
+    y_noisy[:7] = 1
+    assert incv_train.oracle_plan("true_ratio", **{**kw, "y_noisy": y_noisy})["warmup"] == 80
+    with pytest.raises(ValueError, match="needs the clean labels"):
+        incv_train.oracle_plan("true_ratio", **{**kw, "y_true": None})
+    with pytest.raises(ValueError, match="unknown --incv_forget_rate"):
+        incv_train.oracle_plan("truth", **kw)
+
+
 def test_killed_run_resumes(finished, tmp_path, monkeypatch):
     argv = BASE + ["--results_dir", str(tmp_path)]
     real = training.EpochCheckpoint.on_epoch_end

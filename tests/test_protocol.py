@@ -51,7 +51,7 @@ def test_all_parts_run_the_protocol_commands(tmp_path):
     assert theory[0].noisy_ratio == [0.2, 0.4, 0.5, 0.6, 0.8]
     assert theory[0].arch == "resnet20" and theory[0].augment == "none"
     small = [a for s, a in parsed if s == "incv_train.py" and a.image_size == 8]
-    assert len(small) == 2 and {a.arch for a in small} == {"resnet20"}  # table1-8px
+    assert len(small) == 8 and {a.arch for a in small} == {"resnet20"}  # table1-8px: 4 x 2
     assert {a.arch for s, a in parsed if s == "incv_train.py" and a.image_size == 32} == {"cnn"}
     parsed = [(s, a) for s, a in parsed if getattr(a, "image_size", 32) == 32
               and not any(p.endswith("table1-8px") for p in getattr(a, "paths", []))]
@@ -149,39 +149,82 @@ def test_all_does_not_run_the_pilots(tmp_path):
     assert not any("pilots" in arg for c in calls for arg in c)
 
 
-def test_table1_8px_part_runs_both_settings_side_by_side(tmp_path):
+TABLE1_ROWS = ["standard", "fcorrection", "decoupling", "coteaching", "mentornet", "d2l", "incv"]
+
+
+def _check_table1_protocol(a, out):
+    """The 8x8 regime's flags, the same in every command of the table1-8px part."""
+    assert (a.arch, a.image_size, a.n_train, a.augment) == ("resnet20", 8, 20000, "none")
+    assert (a.epochs, a.incv_epochs, a.incv_iterations) == (30, 20, 2)
+    assert (a.intra_op_threads, a.inter_op_threads) == (1, 1)
+    assert a.seed == [0, 1, 2] and a.skip_existing and a.no_download
+    if a.incv_forget_rate == "estimate":  # the grid: seven rows, four columns
+        assert a.method == TABLE1_ROWS and a.results_dir == str(out / "table1-8px")
+    else:  # the oracle ablation: INCV + Co-teaching alone, in its own folder
+        assert (a.method, a.incv_forget_rate) == (["incv"], "true_noise_of_s")
+        assert a.results_dir == str(out / "table1-8px-oracle")
+
+
+def _settings(runs):
+    return sorted((a.incv_forget_rate, p, r) for a in runs for p in a.noise_pattern
+                  for r in a.noisy_ratio)
+
+
+TABLE1_SETTINGS = [("estimate", "asym", 0.4), ("estimate", "sym", 0.2), ("estimate", "sym", 0.5),
+                   ("estimate", "sym", 0.8), ("true_noise_of_s", "asym", 0.4),
+                   ("true_noise_of_s", "sym", 0.5), ("true_noise_of_s", "sym", 0.8)]
+
+
+def test_table1_8px_part_runs_the_whole_table_two_tasks_at_a_time(tmp_path):
     proc, calls = _run(tmp_path, "table1-8px", selection=False)  # needs no INCV selection
     assert proc.returncode == 0, proc.stderr
     parsed = [(c[0], _parse(c)) for c in calls]
     runs = [a for s, a in parsed if s == "incv_train.py"]
-    assert [s for s, _ in parsed] == ["incv_train.py"] * 2 + ["table.py"]
-    assert sorted((a.noise_pattern, a.noisy_ratio) for a in runs) == [
-        (["asym"], [0.4]), (["sym"], [0.5])]
-    for a in runs:  # the same protocol in both, one thread each
-        assert (a.arch, a.image_size, a.n_train, a.augment) == ("resnet20", 8, 20000, "none")
-        assert a.method == ["incv", "coteaching", "standard"] and a.seed == [0, 1, 2]
-        assert (a.epochs, a.incv_epochs, a.incv_iterations) == (30, 20, 2)
-        assert (a.intra_op_threads, a.inter_op_threads) == (1, 1)
-        assert a.skip_existing and not a.resume and a.no_download
-        assert a.results_dir == str(tmp_path / "out" / "table1-8px")
+    assert [s for s, _ in parsed] == ["incv_train.py"] * 8 + ["table.py"]
+    out = tmp_path / "out"
+    for a in runs:  # each grid as two tasks side by side, continuing what started
+        _check_table1_protocol(a, out)
+        assert a.num_tasks == 2 and a.resume
+    assert _settings(runs[::2]) == _settings(runs[1::2]) == TABLE1_SETTINGS
+    assert sorted(a.task for a in runs) == [0] * 4 + [1] * 4
     figure = parsed[-1][1]
-    assert figure.paths == [runs[0].results_dir] and figure.curves.endswith("curves.png")
-    assert (tmp_path / "out" / "table1-8px" / "asym0.4.log").exists()
+    assert figure.paths == [str(out / "table1-8px"), str(out / "table1-8px-oracle")]
+    assert figure.curves.endswith("curves.png")
+    assert (out / "table1-8px" / "sym-task0.log").exists()
+    assert (out / "table1-8px" / "oracle-asym-task1.log").exists()
 
 
-def test_table1_8px_part_resumes_a_started_setting_and_names_a_failed_one(tmp_path):
-    started = tmp_path / "out" / "table1-8px" / "cifar10" / "asym" / "0.4" / "standard" / "seed0"
-    started.mkdir(parents=True)
-    (started / "config.json").write_text("{}")
+def test_table1_8px_part_submits_job_arrays_through_the_launcher(tmp_path, monkeypatch):
+    from noisylabels import slurm
+
+    monkeypatch.setenv("LAUNCHER", "slurm")
     proc, calls = _run(tmp_path, "table1-8px", selection=False)
     assert proc.returncode == 0, proc.stderr
-    resumed = sorted((_parse(c).noise_pattern[0], _parse(c).resume) for c in calls
-                     if c[0] == "incv_train.py")
-    assert resumed == [("asym", True), ("sym", False)]
-    fail = tmp_path / "python"  # one setting fails: the part says which, and stops
-    fail.write_text('#!/usr/bin/env bash\n[[ " $* " == *" asym "* ]] && exit 3\nexit 0\n')
+    assert [c[0] for c in calls] == ["slurm.py"] * 4  # no table yet: the arrays are queued
+    out = tmp_path / "out"
+    runs = []
+    for c in calls:
+        launcher = slurm.parse_args(c[1:])
+        assert launcher.script == "incv_train.py"
+        assert (launcher.cpus_per_task, launcher.mem) == (1, "6G")
+        a = incv_train.parse_args(launcher.script_args)
+        _check_table1_protocol(a, out)
+        assert a.task is None  # the launcher adds --task / --resume per array task
+        runs.append(a)
+    assert _settings(runs) == TABLE1_SETTINGS
+    assert "squeue" in proc.stdout
+
+
+def test_table1_8px_part_names_a_failed_task_and_a_bad_launcher(tmp_path):
+    fail = tmp_path / "python"  # one task fails: the part says which, and stops
+    fail.write_text('#!/usr/bin/env bash\n[[ " $* " == *" --task 1 "* ]] && exit 3\nexit 0\n')
+    fail.chmod(0o755)
     env = dict(os.environ, PYTHON=str(fail), OUT=str(tmp_path / "out"))
     proc = subprocess.run(["bash", SCRIPT, "table1-8px"], env=env, capture_output=True,
                           text=True, check=False)
-    assert proc.returncode == 1 and "asym0.4 failed" in proc.stderr
-    assert "sym0.5 failed" not in proc.stderr
+    assert proc.returncode == 1 and "sym-task1 failed" in proc.stderr
+    assert "sym-task0 failed" not in proc.stderr and "asym" not in proc.stderr  # stopped
+    proc = subprocess.run(["bash", SCRIPT, "table1-8px"], env={**env, "LAUNCHER": "sge"},
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: LAUNCHER='sge': choose local or slurm"

@@ -547,6 +547,9 @@ def test_a_methods_own_flags_split_only_that_methods_runs(tmp_path):
     assert table._variant({"mentornet_variant": "other"}, "mentornet") == (
         " (mentornet_variant other)")
     assert table._variant({"d2l_init_epoch": 0.0}, "d2l") == " (init epoch 0 of 200)"
+    assert table._variant({"incv_forget_rate": "true_noise_of_s"}, "incv") == (
+        " (oracle forget rate: S's true noise)")
+    assert table._variant({"incv_forget_rate": "true_noise_of_s"}, "coteaching") == ""
     assert table._variant({**every, "selection": "authors"}, "incv") == (
         " (authors' selection)")
     assert table._variant(defaults, "fcorrection") == ""

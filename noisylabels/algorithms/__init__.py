@@ -31,8 +31,18 @@ import numpy as np
 ALGORITHMS = ("fcorrection", "decoupling", "mentornet", "d2l")
 
 # The methods' own flags: (name, type, default, choices or None, help). Defaults are the
-# reference code's (deviations in docs/deviations.md).
+# reference code's (deviations in docs/deviations.md). INCV + Co-teaching's own ablation flag
+# is here too: resuming, the OOS check and table.py treat every flag listed here as one
+# method's (another method's runs ignore it; a run made before the flag existed ran with its
+# default).
 FLAGS = {
+    "incv": [
+        ("incv_forget_rate", str, "estimate", ("estimate", "true_ratio", "true_noise_of_s"),
+         "INCV + Co-teaching's forget rate: estimate = e_S from INCV's noise estimate e (the "
+         "paper); oracle ablations (need clean labels): true_ratio = e_S (and the warm-up) "
+         "from the true noise ratio of the training set in place of e; true_noise_of_s = the "
+         "true noise ratio of the selected set S itself (1 - LP), the warm-up from e"),
+    ],
     "fcorrection": [
         ("fcorrection_T", str, "estimated", ("estimated", "true", "ncv"),
          "F-correction's T: estimated = Patrini et al.'s 97th-percentile estimator on a "
