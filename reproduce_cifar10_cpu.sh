@@ -15,7 +15,8 @@
 # (docs/table1-regime.md), without augmentation at sym 0.5: standard training and one INCV
 # iteration with ResNet-20 on 5,000 images, then standard training of the cnn, cnn_x2 and
 # ResNet-20 on 10,000-20,000 images at 16x16 and 8x8; each to its last epoch (several of
-# the recorded pilots were stopped earlier).
+# the recorded pilots were stopped earlier); then INCV's first iteration in the table1-8px
+# regime with augmentation, sym 0.8 and 0.5.
 #
 # Each part is sized for at most ~3 hours on 2 CPU cores (see docs/results-cifar10-cpu.md for
 # the measured seconds per epoch and the expected wall time of each part).
@@ -233,6 +234,14 @@ if [[ $PART == pilots ]]; then
     small p9-cnnx2-16px-n10k-e40 cnn_x2 16 10000 40
     small p10-r20-16px-n20k-e30 resnet20 16 20000 30
     small p11-r20-8px-n20k-e20 resnet20 8 20000 20
+    # INCV's first iteration in the table1-8px regime with shift + flip for its networks (the
+    # grid trains them without), sym 0.8 and 0.5: is S cleaner? (the grid's INCV runs, seed 0,
+    # give the same iteration without augmentation)
+    P12="$OUT/pilots/p12-incv1-r20-8px-n20k-aug"
+    run "$PYTHON" incv_train.py "${COMMON[@]}" --arch resnet20 --image_size 8 --n_train 20000 \
+        --augment standard --incv_epochs 20 --incv_iterations 1 --method incv --incv_only \
+        --seed 0 --intra_op_threads 1 --inter_op_threads 1 --noise_pattern sym \
+        --noisy_ratio 0.8 0.5 --results_dir "$P12" --skip_existing $(started "$P12" sym 0.8 incv)
     run "$PYTHON" table.py "$OUT/pilots"
 fi
 

@@ -109,7 +109,15 @@ def test_pilots_part_runs_the_regime_pilots(tmp_path):
     assert proc.returncode == 0, proc.stderr
     parsed = [(c[0], _parse(c)) for c in calls]
     runs = [a for s, a in parsed if s == "incv_train.py"]
-    assert len(runs) == 9 and [s for s, _ in parsed] == ["incv_train.py"] * 9 + ["table.py"]
+    assert len(runs) == 10 and [s for s, _ in parsed] == ["incv_train.py"] * 10 + ["table.py"]
+    aug, runs = runs[-1], runs[:-1]  # INCV's first iteration in the 8x8 regime, augmented
+    assert (aug.arch, aug.image_size, aug.n_train, aug.augment) == ("resnet20", 8, 20000,
+                                                                    "standard")
+    assert (aug.method, aug.incv_only, aug.incv_iterations, aug.incv_epochs) == (
+        ["incv"], True, 1, 20)
+    assert (aug.noise_pattern, aug.noisy_ratio, aug.seed) == (["sym"], [0.8, 0.5], [0])
+    assert aug.skip_existing and not aug.resume
+    assert os.path.dirname(aug.results_dir).endswith("pilots")
     assert all(a.augment == "none" for a in runs)
     small, runs = runs[4:], runs[:4]
     assert {(a.arch, a.n_train, a.image_size) for a in runs} == {("resnet20", 5000, 32)}
