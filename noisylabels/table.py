@@ -1,6 +1,7 @@
 """Tables from finished runs: the paper's Table 1 layout (methods x settings, final test
-accuracy), its other methods' diagnostics, INCV's selection per iteration, the noise-ratio
-estimates, and noisy_cv.py's measurements beside the closed forms.
+accuracy) and whether its ranking of the methods holds in ours
+(:mod:`noisylabels.table_ranking`), its other methods' diagnostics, INCV's selection per
+iteration, the noise-ratio estimates, and noisy_cv.py's measurements beside the closed forms.
 
     python table.py results/                       # Markdown to stdout
     python table.py results/grid --format csv --out results/grid/table.csv
@@ -24,7 +25,8 @@ from .data import dataset_name
 from .published import (CIFAR_N_PROTOCOL, CIFAR_N_PUBLISHED, PAPER_CIFAR10,  # noqa: F401
                         PAPER_RUNS, PAPER_SETTINGS)
 from .table_format import (format_comparison, format_csv, format_diagnostics,  # noqa: F401
-                           format_markdown)
+                           format_markdown, format_ranking)
+from .table_ranking import has_paper_numbers, table_ranking
 from .utils import atomic_write, cli, read_json, read_jsonl
 
 CIFAR_N_DATASETS = ("cifar10n", "cifar100n")  # cifar_n.DATASETS (no import: no numpy zip code)
@@ -313,8 +315,10 @@ def table_accuracy(runs):
         if group[1] in BEST_EPOCH_CAPTIONS:  # a view beside the final epoch, not a result
             _put(row, "accuracy_best_epoch", [_best_logged(r["path"], "test_accuracy_model1")
                                               for r in rs], 100.0)
-    for label in dict.fromkeys(r["group"] for r in rows if r["dataset"] == "cifar10"):
-        found = {r["setting"] for r in rows if r["group"] == label}
+    for label in dict.fromkeys(r["group"] for r in rows):
+        # the ranking table (table_ranking) ranks exactly these columns: one test for both
+        found = {r["setting"] for r in rows if r["group"] == label
+                 and has_paper_numbers(r["dataset"], r["setting"])}
         for name, values in PAPER_CIFAR10.items():
             rows += [{"table": "accuracy", "group": label, "dataset": "cifar10",
                       "setting": setting, "method": f"{name} (paper)", "source": "paper",
@@ -590,7 +594,9 @@ def table_diagnostics(runs):
 
 def build_tables(runs):
     """All tables of a report: {name: rows}, in report order."""
-    return {"accuracy": table_accuracy(runs), "diagnostics": table_diagnostics(runs),
+    accuracy = table_accuracy(runs)
+    return {"accuracy": accuracy, "ranking": table_ranking(accuracy),
+            "diagnostics": table_diagnostics(runs),
             "incv_selection": table_selection(runs),
             "noise_ratio": table_noise(runs), "noisy_cv": table_noisy_cv(runs),
             "selectors": table_selectors(runs), "noise_estimates": table_noise_estimates(runs),

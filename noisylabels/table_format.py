@@ -140,6 +140,37 @@ def format_diagnostics(tables):
     return out
 
 
+def format_ranking(tables):
+    """Markdown of :func:`~noisylabels.table_ranking.table_ranking`: a table per group, a
+    row per ranked column of the paper's Table 1; when measured accuracy rows exist but none
+    is ranked, one line saying why; [] when neither."""
+    rows = tables.get("ranking") or []
+    measured = any(r.get("source") == "measured" for r in tables.get("accuracy") or [])
+    if not rows and not measured:
+        return []
+    out = ["\n## Table 1's ranking: ours vs the paper's"]
+    if not rows:
+        # said, not left out: a reader looking for the ranking learns why there is none
+        return out + ["\nNone: no group here has two or more of the paper's six methods "
+                      "(default flags) measured at a column of its Table 1 (CIFAR-10: "
+                      + ", ".join(_t().PAPER_SETTINGS) + ")."]
+    for label, group in _by_group(rows):
+        out += [f"\n### {label}\n", _markdown_table(
+            ["setting", "n", "paper's order", "ours", "pairs held", "flips",
+             "paper's best vs our next"],
+            [[r["setting"], r["n"] if r["n"] == r["n_max"] else f"{r['n']}–{r['n_max']}",
+              r["paper_order"], r["measured_order"], f"{r['pairs_held']}/{r['pairs']}",
+              r["flips"] or "none", r["gap_of_paper_best"]] for r in group])]
+    out.append(
+        "\nA flip: a pair the paper ranks A > B (its Table 1 means) that our means rank B > "
+        "A; points: percentage points of clean test accuracy; std: the pair's pooled sample "
+        "std over our seeds, sqrt((sA² + sB²)/2) with ddof=1, left out (n=1) when a method "
+        "has one run. Ranked: the final-epoch accuracy of network 1 (the table above) of the "
+        "paper's six methods with default flags only (no Standard, no variant rows); n: the "
+        "fewest (–most) runs of a method.")
+    return out
+
+
 def format_markdown(tables):
     """The report (``build_tables``' output) as Markdown: a section per non-empty table,
     a sub-table per group, then the "Not included" list."""
@@ -189,6 +220,7 @@ def format_markdown(tables):
            for r in tables["accuracy"]):
         out.append("F-correction (its second, forward-corrected network), MentorNet and D2L "
                    "train one network, Decoupling two; their diagnostics follow.")
+    out += format_ranking(tables)
     out += format_diagnostics(tables)
     sections = (
         ("incv_selection", "INCV selection per iteration (mean over seeds)",
