@@ -546,8 +546,9 @@ def table_not_included(runs):
     return rows
 
 
-# Table 1's methods that table_diagnostics reads (algorithms.ALGORITHMS).
-DIAGNOSED = ("fcorrection", "decoupling", "mentornet", "d2l")
+# Table 1's methods that table_diagnostics reads (algorithms.ALGORITHMS, and the two
+# Co-teaching rows: the forget rate they ran with against the noise it should match).
+DIAGNOSED = ("fcorrection", "decoupling", "mentornet", "d2l", "coteaching", "incv")
 
 
 def table_diagnostics(runs):
@@ -560,7 +561,11 @@ def table_diagnostics(runs):
     ``turning_epoch`` over those, ``final_alpha``. MentorNet: ``final_weight`` (the last
     epoch's mean sample weight, log.jsonl ``weight``). Decoupling: ``final_disagree`` (the
     last epoch's fraction of each batch updated on) and ``final_disagree_clean`` (the clean
-    labels' fraction among them).
+    labels' fraction among them). Co-teaching: ``forget_rate`` (its estimate of e) and
+    ``actual_noise`` (the training set's true noise ratio). INCV + Co-teaching:
+    ``forget_rate`` (the one it ran with), ``e_S`` (the paper's, from INCV's estimate e) and
+    ``noise_of_s`` (S's true noise ratio, 1 - LP): the oracle ablation
+    (``--incv_forget_rate true_noise_of_s``) sets the first to the third.
     """
     rows, rank = [], list(METHOD_LABELS)
     cells = _cells(runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["method"],
@@ -585,6 +590,14 @@ def table_diagnostics(runs):
             _put(row, "final_alpha", [x.get("d2l_final_alpha") for x in s])
         elif method == "mentornet":
             _put(row, "final_weight", [_last_logged(r["path"], "weight") for r in rs])
+        elif method == "coteaching":
+            _put(row, "forget_rate", [x.get("forget_rate") for x in s])
+            _put(row, "actual_noise", [x.get("actual_noise_ratio") for x in s])
+        elif method == "incv":
+            _put(row, "forget_rate", [x.get("forget_rate") for x in s])
+            _put(row, "e_S", [x.get("expected_noise_of_selected") for x in s])
+            lp = [(x.get("selection") or {}).get("label_precision") for x in s]
+            _put(row, "noise_of_s", [None if v is None else 1.0 - v for v in lp])
         else:  # decoupling
             for k in ("disagree", "disagree_clean"):
                 _put(row, f"final_{k}", [_last_logged(r["path"], k) for r in rs])

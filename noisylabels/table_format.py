@@ -112,6 +112,12 @@ def _diagnosis(r):
         return f"{found}; final alpha {_fmt(r, 'final_alpha')}"
     if method == "mentornet":
         return f"final-epoch mean sample weight {_fmt(r, 'final_weight')}"
+    if method == "coteaching":
+        return (f"forget rate {_fmt(r, 'forget_rate')} (its estimate of e); actual noise "
+                f"{_fmt(r, 'actual_noise')}")
+    if method == "incv":
+        return (f"forget rate {_fmt(r, 'forget_rate')}; e_S from e {_fmt(r, 'e_S')}; S's "
+                f"true noise (1 - LP) {_fmt(r, 'noise_of_s')}")
     return (f"final-epoch disagreement fraction {_fmt(r, 'final_disagree')} (clean labels "
             f"among them {_fmt(r, 'final_disagree_clean')})")
 
@@ -120,7 +126,7 @@ def format_diagnostics(tables):
     """Markdown of :func:`~noisylabels.table.table_diagnostics`: a row per setting and
     method, one text cell of that method's figures; [] when no such run was found."""
     rows = tables.get("diagnostics") or []
-    title = "\n## Table 1's other methods: diagnostics (mean ± sample std over seeds)"
+    title = "\n## Table 1's methods: diagnostics (mean ± sample std over seeds)"
     out = [title] if rows else []
     for label, group in _by_group(rows):
         out += [f"\n### {label}\n", _markdown_table(
@@ -136,7 +142,10 @@ def format_diagnostics(tables):
             "the turning epoch as the reference counts it, alpha = the given label's weight in "
             "the bootstrapped target (1 until the turn). MentorNet: the mean sample weight "
             "(the kept fraction). Decoupling: the fraction of each batch the two networks "
-            "disagree on, and the clean labels' fraction among those samples.")
+            "disagree on, and the clean labels' fraction among those samples. Co-teaching: "
+            "the forget rate it ramps up to, its estimate of the noise ratio. INCV + "
+            "Co-teaching: the forget rate it ran with (the paper's e_S from INCV's estimate "
+            "e, or an oracle's), beside the true noise ratio of its selected set S.")
     return out
 
 

@@ -564,6 +564,7 @@ def test_diagnostics_of_the_other_methods(tmp_path, results):
     t_error, epoch, at_best = (0.05, 0.07, None), (10, 12, 14), (0.5, 0.6, 0.7)
     turning, alpha = (12, None, 16), (0.8, 1.0, 0.6)
     weight, disagree, clean = (0.7, 0.8, 0.9), (0.3, 0.4, 0.2), (0.2, 0.3, 0.4)
+    forget, e_s, lp = (0.6, 0.7, 0.8), (0.1, 0.2, 0.3), (0.8, 0.7, 0.9)
     for seed in range(3):
         fc = {"fcorrection_T": "estimated", "condition_number": 3.0}
         if t_error[seed] is not None:  # a run whose true T is unknown has no error
@@ -579,13 +580,24 @@ def test_diagnostics_of_the_other_methods(tmp_path, results):
         _set(_train_run(root, "sym", 0.5, "decoupling", seed, 0.4),
              log=[{"disagree": 0.9, "disagree_clean": 0.9},
                   {"disagree": disagree[seed], "disagree_clean": clean[seed]}])
+        _set(_train_run(root, "sym", 0.5, "coteaching", seed, 0.4), summary={
+            "forget_rate": forget[seed], "actual_noise_ratio": 0.5})
+        _set(_train_run(root, "sym", 0.5, "incv", seed, 0.4), summary={
+            "forget_rate": e_s[seed], "expected_noise_of_selected": e_s[seed],
+            "selection": {"label_precision": lp[seed]}})
     _set(_train_run(str(tmp_path / "sp"), "sym", 0.5, "mentornet", 0, 0.4),
          args={"mentornet_variant": "self_paced"}, log=[{"weight": 0.55}])
+    # the oracle ablation: S's true noise as the forget rate, e_S from e beside it
+    _set(_train_run(str(tmp_path / "sp"), "sym", 0.5, "incv", 0, 0.4),
+         args={"incv_forget_rate": "true_noise_of_s"}, summary={
+             "forget_rate": 0.25, "expected_noise_of_selected": 0.1,
+             "selection": {"label_precision": 0.75}})
     tables = table.build_tables(table.collect_runs([str(tmp_path / "runs"),
                                                     str(tmp_path / "sp")]))
     rows = tables["diagnostics"]
-    assert [r["method"] for r in rows] == ["F-correction", "Decoupling", "MentorNet",
-                                           "MentorNet (self-paced)", "D2L"]
+    assert [r["method"] for r in rows] == [
+        "F-correction", "Decoupling", "Co-teaching", "MentorNet", "MentorNet (self-paced)",
+        "D2L", "INCV + Co-teaching", "INCV + Co-teaching (oracle forget rate: S's true noise)"]
 
     def check(row, name, values, scale=1.0):
         v = [scale * x for x in values if x is not None]
@@ -607,8 +619,24 @@ def test_diagnostics_of_the_other_methods(tmp_path, results):
     dec = _row(rows, method="Decoupling")
     check(dec, "final_disagree", disagree)
     check(dec, "final_disagree_clean", clean)
+    cot = _row(rows, method="Co-teaching")
+    check(cot, "forget_rate", forget)
+    assert (cot["actual_noise_mean"], cot["actual_noise_std"]) == (0.5, 0.0)
+    incv = _row(rows, method="INCV + Co-teaching")
+    check(incv, "forget_rate", e_s)
+    check(incv, "e_S", e_s)
+    check(incv, "noise_of_s", [1.0 - x for x in lp])
+    oracle = _row(rows, method="INCV + Co-teaching (oracle forget rate: S's true noise)")
+    assert (oracle["forget_rate_mean"], oracle["e_S_mean"]) == (0.25, 0.1)
+    assert oracle["noise_of_s_mean"] == pytest.approx(0.25)
     md = table.format_markdown(tables)
-    section = md[md.index("## Table 1's other methods: diagnostics"):]
+    section = md[md.index("## Table 1's methods: diagnostics"):]
+    assert ("| sym 0.5 | Co-teaching | 3 | forget rate 0.700 ± 0.100 (its estimate of e); "
+            "actual noise 0.500 ± 0.000 |") in section
+    assert ("| sym 0.5 | INCV + Co-teaching | 3 | forget rate 0.200 ± 0.100; e_S from e "
+            "0.200 ± 0.100; S's true noise (1 - LP) 0.200 ± 0.100 |") in section
+    assert ("| INCV + Co-teaching (oracle forget rate: S's true noise) | 1 | forget rate "
+            "0.250; e_S from e 0.100; S's true noise (1 - LP) 0.250 |") in section
     assert "| setting | method | n | diagnostics |" in section
     assert (r"| sym 0.5 | F-correction | 3 | mean \|T̂ − T\| 0.060 ± 0.014 (n=2); "
             "reference's checkpoint rule: lowest noisy-validation loss at epoch 12.0 ± 2.0, "
@@ -619,15 +647,16 @@ def test_diagnostics_of_the_other_methods(tmp_path, results):
     assert "| MentorNet (self-paced) | 1 | final-epoch mean sample weight 0.550 |" in section
     assert ("| Decoupling | 3 | final-epoch disagreement fraction 0.300 ± 0.100 (clean "
             "labels among them 0.300 ± 0.100) |") in section
-    assert md.index("| F-correction |") < md.index("## Table 1's other methods")
-    assert md.index("## Table 1's other methods") < md.index("## Not included")
+    assert md.index("| F-correction |") < md.index("## Table 1's methods: diagnostics")
+    assert md.index("## Table 1's methods: diagnostics") < md.index("## Not included")
     csv_rows = [r for r in csv.DictReader(io.StringIO(table.format_csv(tables)))
                 if r["table"] == "diagnostics"]
     assert float(_row(csv_rows, method="D2L")["turned"]) == 2
-    # none of Table 1's other methods: no section, no rows
-    old = table.build_tables(table.collect_runs([results[0]]))
+    # none of the diagnosed methods (standard training only): no section, no rows
+    old = table.build_tables([r for r in table.collect_runs([results[0]])
+                              if r["method"] == "standard"])
     text = table.format_markdown(old)
-    assert old["diagnostics"] == [] and "other methods" not in text and "follow" not in text
+    assert old["diagnostics"] == [] and "diagnostics" not in text and "follow" not in text
 
 
 def _legends(monkeypatch, root, out):
