@@ -130,7 +130,8 @@ def plot_seed_curves(panels, path, title):
                     by_epoch.setdefault(e, []).append(a)
             epochs = sorted(by_epoch)
             ax.plot(epochs, [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs], "-",
-                    color=colour[method], lw=2, label=f"{method} ({len(seeds)} seeds)")
+                    color=colour[method], lw=2,
+                    label=f"{method} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
         ax.set(xlabel="epoch", title=setting)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
