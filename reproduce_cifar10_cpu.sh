@@ -18,7 +18,7 @@
 # the recorded pilots were stopped earlier); then INCV's first iteration in the table1-8px
 # regime with augmentation, sym 0.8 and 0.5.
 #
-# Each part is sized for at most ~3 hours on 2 CPU cores (see docs/results-cifar10-cpu.md for
+# Each part but table1-8px (about 6 hours) is sized for at most ~3 hours on 2 CPU cores (see docs/results-cifar10-cpu.md for
 # the measured seconds per epoch and the expected wall time of each part).
 # Re-running continues where it stopped: noisy_cv.py skips finished points (--skip_existing),
 # incv_train.py also continues an unfinished run from its last epoch / INCV iteration
@@ -154,11 +154,13 @@ if [[ $PART == all || $PART == table1-8px ]]; then
     # and its test accuracy peaks and falls. Epochs: the paper's 200 / 50 cut to 30 / 20 (the
     # lr schedules scale with them), INCV's iterations 4 cut to 2. The paper's seven rows at its
     # four columns, seeds 0-2 (84 runs, one thread each); then INCV's selection with an oracle
-    # forget rate (the true noise ratio of S in place of the one from e) where INCV +
-    # Co-teaching lost to Co-teaching.
-    #   LAUNCHER=local (default): two processes side by side (--task 0/1 --num_tasks 2);
-    #   LAUNCHER=slurm: one job array per line below through slurm.py (one unit of setting x
-    #   seed per task, two at a time on a 2-core node), then this part again prints the table.
+    # forget rate (the true noise ratio of S in place of the one from e) at every column (INCV +
+    # Co-teaching lost to Co-teaching in each).
+    #   LAUNCHER=local (default): two processes side by side (--task 0/1 --num_tasks 2), one
+    #   grid after the other, then the table;
+    #   LAUNCHER=slurm: one job array per grid through slurm.py (one unit of setting x seed per
+    #   task, two at a time on a 2-core node); when they have ended, the table.py command it
+    #   prints (re-running the part before they end would submit the queued units again).
     T1=("${COMMON[@]}" --arch resnet20 --image_size 8 --n_train 20000 --augment none
         --epochs 30 --incv_epochs 20 --incv_iterations 2 --seed 0 1 2
         --skip_existing --intra_op_threads 1 --inter_op_threads 1)
@@ -189,7 +191,7 @@ if [[ $PART == all || $PART == table1-8px ]]; then
     # the grid first (sym 0.8, the paper's widest gap, leads), the ablation after
     table1_job sym "${GRID[@]}" --noise_pattern sym --noisy_ratio 0.8 0.2 0.5
     table1_job asym "${GRID[@]}" --noise_pattern asym --noisy_ratio 0.4
-    table1_job oracle-sym "${ORACLE[@]}" --noise_pattern sym --noisy_ratio 0.5 0.8
+    table1_job oracle-sym "${ORACLE[@]}" --noise_pattern sym --noisy_ratio 0.5 0.8 0.2
     table1_job oracle-asym "${ORACLE[@]}" --noise_pattern asym --noisy_ratio 0.4
     if [[ $LAUNCHER == slurm ]]; then
         echo "submitted: squeue shows them; when they are done, run this part again (it submits"

@@ -435,11 +435,14 @@ def table_selectors(runs):
     """The selectors side by side (incv_train.py incv / cl / ncv): per setting and selector,
     |S|, |C|, LP and LR of the final selection over seeds (``summary.selection``)."""
     rows = []
-    for (group, pattern, ratio, method), rs in _cells(
-            runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["method"]),
+    # a variant (e.g. the oracle forget rate's re-run of the same selection) is its own row,
+    # never a further seed of the default one
+    for (group, pattern, ratio, method, variant), rs in _cells(
+            runs, "train", lambda r: (_group(r), r["pattern"], r["ratio"], r["method"],
+                                      r["variant"]),
             lambda r: r["method"] in SELECTOR_LABELS and bool(r["summary"].get("selection"))):
         row = {"table": "selectors", "group": _label(group), "setting": _setting(
-            pattern, ratio), "method": SELECTOR_LABELS[method], "n": len(rs)}
+            pattern, ratio), "method": SELECTOR_LABELS[method] + variant, "n": len(rs)}
         for k in ("selected", "candidates", "label_precision", "label_recall"):
             _put(row, k, [r["summary"]["selection"].get(k) for r in rs])
         rows.append(row)

@@ -113,8 +113,8 @@ def _diagnosis(r):
     if method == "mentornet":
         return f"final-epoch mean sample weight {_fmt(r, 'final_weight')}"
     if method == "coteaching":
-        return (f"forget rate {_fmt(r, 'forget_rate')} (its estimate of e); actual noise "
-                f"{_fmt(r, 'actual_noise')}")
+        return (f"forget rate {_fmt(r, 'forget_rate')} (its estimate of e, or --forget_rate); "
+                f"actual noise {_fmt(r, 'actual_noise')}")
     if method == "incv":
         return (f"forget rate {_fmt(r, 'forget_rate')}; e_S from e {_fmt(r, 'e_S')}; S's "
                 f"true noise (1 - LP) {_fmt(r, 'noise_of_s')}")

@@ -91,7 +91,7 @@ def test_saved_selection_is_reused_without_incv(finished, tmp_path):
 
 
 @pytest.mark.parametrize("source", ["true_noise_of_s", "true_ratio"])
-def test_oracle_forget_rate_replaces_the_one_from_e(finished, tmp_path, source):
+def test_oracle_forget_rate_replaces_the_one_from_e(finished, tmp_path, monkeypatch, source):
     """--incv_forget_rate: the same selection (reused CSV) trained with the forget rate from
     the clean labels; the paper's run keeps e_S from INCV's estimate e."""
     results, summaries = finished
@@ -106,10 +106,22 @@ def test_oracle_forget_rate_replaces_the_one_from_e(finished, tmp_path, source):
     y = np.array([int(r["y"]) for r in rows])
     yn = np.array([int(r["y_noisy"]) for r in rows])
     sel = np.array([r["select"] == "True" for r in rows])
+    from noisylabels import coteaching  # Keras-based: loaded by the fixture's run
+
+    trained = {}  # what the training itself received, not only what the summary says
+    real = coteaching.train_two_networks
+
+    def spy(*a, **kw):
+        trained.update(forget_rate=kw["forget_rate"], warmup=kw["warmup"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(coteaching, "train_two_networks", spy)
     args = incv_train.parse_args(BASE + ["--incv_results", csv_path, "--epochs", "3",
                                          "--incv_forget_rate", source,
                                          "--results_dir", str(tmp_path)])
     (s,) = incv_train.main(args)
+    assert (trained["forget_rate"], trained["warmup"]) == (s["forget_rate"],
+                                                           s["warmup_epochs"])
     assert s["forget_rate_source"] == source
     if source == "true_noise_of_s":  # S's own noise: 1 - LP, the warm-up from e kept
         want = float(np.mean(yn[sel] != y[sel]))
@@ -118,8 +130,8 @@ def test_oracle_forget_rate_replaces_the_one_from_e(finished, tmp_path, source):
     else:  # e_S and the warm-up from the true ratio in place of e
         true_e = float(np.mean(yn != y))
         want = noise.expected_noise_of_selected(true_e, "sym", 10)
-        from noisylabels import coteaching  # Keras-based: loaded by the fixture's run
-
+        # (3 epochs round the 40- and 80-epoch warm-ups alike; the toy test below tells
+        # them apart)
         assert s["warmup_epochs"] == coteaching.warmup_epochs("sym", true_e, 3)
     assert s["forget_rate"] == pytest.approx(want, abs=1e-12)
     assert s["forget_rate"] != pytest.approx(paper["forget_rate"], abs=1e-3)  # it changed

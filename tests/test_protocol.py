@@ -15,7 +15,7 @@ SCRIPT = os.path.join(ROOT, "reproduce_cifar10_cpu.sh")
 SELECTION = "incv/cifar10/sym/0.5/incv/seed0/cifar10_sym0.5_INCV_results.csv"
 
 
-def _run(tmp_path, part, *, selection=True):
+def _run(tmp_path, part, *, selection=True, launcher="local"):
     """Run one part with PYTHON = a recorder; returns (completed process, recorded argv's)."""
     record = tmp_path / "calls.txt"
     fake = tmp_path / "python"
@@ -28,6 +28,7 @@ def _run(tmp_path, part, *, selection=True):
         (out / SELECTION).parent.mkdir(parents=True, exist_ok=True)
         (out / SELECTION).write_text("index,label,select\n")
     env = dict(os.environ, PYTHON=str(fake), OUT=str(out), DATA_DIR=str(tmp_path / "data"))
+    env["LAUNCHER"] = launcher  # never the caller's environment's
     proc = subprocess.run(["bash", SCRIPT, part], env=env, capture_output=True, text=True,
                           check=False)
     calls = [shlex.split(line) for line in record.read_text().splitlines()] \
@@ -180,7 +181,8 @@ def _settings(runs):
 
 TABLE1_SETTINGS = [("estimate", "asym", 0.4), ("estimate", "sym", 0.2), ("estimate", "sym", 0.5),
                    ("estimate", "sym", 0.8), ("true_noise_of_s", "asym", 0.4),
-                   ("true_noise_of_s", "sym", 0.5), ("true_noise_of_s", "sym", 0.8)]
+                   ("true_noise_of_s", "sym", 0.2), ("true_noise_of_s", "sym", 0.5),
+                   ("true_noise_of_s", "sym", 0.8)]
 
 
 def test_table1_8px_part_runs_the_whole_table_two_tasks_at_a_time(tmp_path):
@@ -202,11 +204,10 @@ def test_table1_8px_part_runs_the_whole_table_two_tasks_at_a_time(tmp_path):
     assert (out / "table1-8px" / "oracle-asym-task1.log").exists()
 
 
-def test_table1_8px_part_submits_job_arrays_through_the_launcher(tmp_path, monkeypatch):
+def test_table1_8px_part_submits_job_arrays_through_the_launcher(tmp_path):
     from noisylabels import slurm
 
-    monkeypatch.setenv("LAUNCHER", "slurm")
-    proc, calls = _run(tmp_path, "table1-8px", selection=False)
+    proc, calls = _run(tmp_path, "table1-8px", selection=False, launcher="slurm")
     assert proc.returncode == 0, proc.stderr
     assert [c[0] for c in calls] == ["slurm.py"] * 4  # no table yet: the arrays are queued
     out = tmp_path / "out"
@@ -227,7 +228,7 @@ def test_table1_8px_part_names_a_failed_task_and_a_bad_launcher(tmp_path):
     fail = tmp_path / "python"  # one task fails: the part says which, and stops
     fail.write_text('#!/usr/bin/env bash\n[[ " $* " == *" --task 1 "* ]] && exit 3\nexit 0\n')
     fail.chmod(0o755)
-    env = dict(os.environ, PYTHON=str(fail), OUT=str(tmp_path / "out"))
+    env = dict(os.environ, PYTHON=str(fail), OUT=str(tmp_path / "out"), LAUNCHER="local")
     proc = subprocess.run(["bash", SCRIPT, "table1-8px"], env=env, capture_output=True,
                           text=True, check=False)
     assert proc.returncode == 1 and "sym-task1 failed" in proc.stderr

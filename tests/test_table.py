@@ -631,8 +631,8 @@ def test_diagnostics_of_the_other_methods(tmp_path, results):
     assert oracle["noise_of_s_mean"] == pytest.approx(0.25)
     md = table.format_markdown(tables)
     section = md[md.index("## Table 1's methods: diagnostics"):]
-    assert ("| sym 0.5 | Co-teaching | 3 | forget rate 0.700 ± 0.100 (its estimate of e); "
-            "actual noise 0.500 ± 0.000 |") in section
+    assert ("| sym 0.5 | Co-teaching | 3 | forget rate 0.700 ± 0.100 (its estimate of e, or "
+            "--forget_rate); actual noise 0.500 ± 0.000 |") in section
     assert ("| sym 0.5 | INCV + Co-teaching | 3 | forget rate 0.200 ± 0.100; e_S from e "
             "0.200 ± 0.100; S's true noise (1 - LP) 0.200 ± 0.100 |") in section
     assert ("| INCV + Co-teaching (oracle forget rate: S's true noise) | 1 | forget rate "
@@ -715,3 +715,17 @@ def test_curves_draw_every_method_in_its_own_colour(tmp_path, monkeypatch):
 
     for n in (3, 12, 25):  # beyond tab10's ten colours, still one apiece
         assert len({to_rgba(c) for c in plots.colours(n)}) == n
+
+
+def test_a_selector_variant_is_its_own_row_not_a_further_seed(tmp_path):
+    """The oracle forget rate re-runs seed 0's selection: the selectors table keeps it apart
+    (n=1 each), as the accuracy table does."""
+    sel = {"selection": {"selected": 100, "candidates": 50, "label_precision": 0.8,
+                         "label_recall": 0.4}}
+    _set(_train_run(str(tmp_path / "a"), "sym", 0.5, "incv", 0, 0.4), summary=sel)
+    _set(_train_run(str(tmp_path / "b"), "sym", 0.5, "incv", 0, 0.5), summary=sel,
+         args={"incv_forget_rate": "true_noise_of_s"})
+    rows = table.build_tables(table.collect_runs([str(tmp_path / "a"),
+                                                  str(tmp_path / "b")]))["selectors"]
+    assert sorted((r["method"], r["n"]) for r in rows) == [
+        ("INCV", 1), ("INCV (oracle forget rate: S's true noise)", 1)]
