@@ -562,6 +562,14 @@ def main(args):
     settings, T = flags.noise_plan(args, data, printer)
     if data.provenance is not None:
         printer(describe_provenance(data.provenance))
+    # before --list_runs too: slurm.py lists a grid to submit it, so a grid that cannot run
+    # is refused there instead of failing in every array task
+    if "fcorrection" in args.method and args.fcorrection_T == "true" and not data.clean_known:
+        raise ValueError("--fcorrection_T true needs the clean labels, which these labels "
+                         "as given lack: use --fcorrection_T estimated or ncv")
+    if "incv" in args.method and args.incv_forget_rate != "estimate" and not data.clean_known:
+        raise ValueError(f"--incv_forget_rate {args.incv_forget_rate} needs the clean labels, "
+                         "which these labels as given lack: use --incv_forget_rate estimate")
     runs = [(seed, pattern, ratio, method, run_dir(args, data.name, pattern, ratio, method, seed))
             for seed in args.seed for pattern, ratio in settings for method in args.method]
     # --task / --num_tasks (or a SLURM array task): this call's part of the grid, whole
@@ -577,12 +585,6 @@ def main(args):
     flags.check_resume(args, [(r[-1], dict(zip(("seed", "pattern", "ratio", "method"), r)))
                               for r in runs], threads=thread_record,
                              allow_none=grid.is_task(args))
-    if "fcorrection" in args.method and args.fcorrection_T == "true" and not data.clean_known:
-        raise ValueError("--fcorrection_T true needs the clean labels, which these labels "
-                         "as given lack: use --fcorrection_T estimated or ncv")
-    if "incv" in args.method and args.incv_forget_rate != "estimate" and not data.clean_known:
-        raise ValueError(f"--incv_forget_rate {args.incv_forget_rate} needs the clean labels, "
-                         "which these labels as given lack: use --incv_forget_rate estimate")
     if args.incv_results and "incv" in args.method:  # checked before any run directory
         # the CSV's clean-label column y is -1 where the clean labels are unknown
         incv.read_incv_csv(args.incv_results, data.y_train if data.clean_known else

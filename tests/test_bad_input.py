@@ -538,3 +538,9 @@ def test_fcorrection_true_T_without_clean_labels_is_refused_before_any_run(tmp_p
         "error: --incv_forget_rate true_noise_of_s needs the clean labels, which these labels "
         "as given lack: use --incv_forget_rate estimate")
     assert not results.exists()
+    # --list_runs (what slurm.py submits from) refuses it too, not the array tasks later
+    status, line = _cli_error(incv_train.main, incv_train.parse_args(
+        argv[:-1] + ["incv", "--incv_forget_rate", "true_ratio", "--list_runs"]), capsys)
+    assert status == 2 and line.startswith("error: --incv_forget_rate true_ratio needs the "
+                                           "clean labels")
+    assert not results.exists()
