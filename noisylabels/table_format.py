@@ -99,7 +99,7 @@ def format_comparison(tables):
 
 
 def _diagnosis(r):
-    """The diagnostics cell of one :func:`~noisylabels.table.table_diagnostics` row."""
+    """The diagnostics cell of one :func:`~noisylabels.table_diagnostics.table_diagnostics` row."""
     method = r["method_key"]
     if method == "fcorrection":
         return (f"mean |T̂ − T| {_fmt(r, 'T_error')}; reference's checkpoint rule: lowest "
@@ -123,7 +123,7 @@ def _diagnosis(r):
 
 
 def format_diagnostics(tables):
-    """Markdown of :func:`~noisylabels.table.table_diagnostics`: a row per setting and
+    """Markdown of :func:`~noisylabels.table_diagnostics.table_diagnostics`: a row per setting and
     method, one text cell of that method's figures; [] when no such run was found."""
     rows = tables.get("diagnostics") or []
     title = "\n## Table 1's methods: diagnostics (mean ± sample std over seeds)"
