@@ -132,8 +132,11 @@ def _read_run(path):
             "ratio": get("ratio"), "seed": get("seed"),
             # --image_size (CIFAR downsampled, an image folder's side); older runs: 32
             "image_size": args.get("image_size", 32),
-            "flags": {k: v for k, v in args.items()
-                      if k not in _GRID_FLAGS and not _foreign(k, method)}}
+            # the method's own flags that an older config lacks count at their defaults
+            # (as in _variant), so a run from before a flag existed is no "differing" seed
+            "flags": {**{k: d for k, (owner, d) in _OWNER.items() if owner == method},
+                      **{k: v for k, v in args.items()
+                         if k not in _GRID_FLAGS and not _foreign(k, method)}}}
 
 
 # Options that make a run a variant of its method (not a seed of it): flag -> (default,

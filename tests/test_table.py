@@ -557,6 +557,28 @@ def test_a_methods_own_flags_split_only_that_methods_runs(tmp_path):
     assert table._variant({"d2l_init_epoch": "late"}, "d2l") == " (d2l_init_epoch late)"
 
 
+def test_a_run_from_before_a_methods_flag_existed_counts_at_its_default(tmp_path):
+    """An older config lacks a method flag added later (--incv_forget_rate): beside a run
+    that records its default, both are seeds of one cell with no 'runs differ' note; a run
+    with a non-default value is still its own row."""
+    root = str(tmp_path)
+    _train_run(root, "sym", 0.5, "incv", 0, 0.4)  # its config has no incv_forget_rate
+    _set(_train_run(root, "sym", 0.5, "incv", 1, 0.6), args={"incv_forget_rate": "estimate"})
+    _set(_train_run(str(tmp_path / "oracle"), "sym", 0.5, "incv", 0, 0.5),
+         args={"incv_forget_rate": "true_noise_of_s"})
+    rows = [r for r in table.table_accuracy(table.collect_runs([root]))
+            if r["source"] == "measured"]
+    r = _row(rows, method="INCV + Co-teaching")
+    assert (r["n"], r["note"], r["accuracy_mean"]) == (2, "", pytest.approx(50.0))
+    assert len(rows) == 2 and _row(rows, method="INCV + Co-teaching (oracle forget rate: "
+                                                 "S's true noise)")["n"] == 1
+    # a flag that really differs between seeds is still named
+    _set(_train_run(root, "sym", 0.5, "incv", 2, 0.5), args={"lr": 0.01})
+    rows = table.table_accuracy(table.collect_runs([root]))
+    assert "runs differ in lr" in _row(rows, method="INCV + Co-teaching",
+                                           source="measured")["note"]
+
+
 def test_diagnostics_of_the_other_methods(tmp_path, results):
     """One row per setting and method (Table 1's order), mean ± sample std over seeds of the
     numbers each run wrote; a variant gets its own row; none without such runs."""
