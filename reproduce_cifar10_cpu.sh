@@ -155,7 +155,7 @@ if [[ $PART == all || $PART == table1-8px ]]; then
     # lr schedules scale with them), INCV's iterations 4 cut to 2. The paper's seven rows at its
     # four columns, seeds 0-2 (84 runs, one thread each); then INCV's selection with an oracle
     # forget rate (the true noise ratio of S in place of the one from e) at every column (INCV +
-    # Co-teaching lost to Co-teaching in each).
+    # Co-teaching beat Co-teaching in none beyond the seeds' spread).
     #   LAUNCHER=local (default): two processes side by side (--task 0/1 --num_tasks 2), one
     #   grid after the other, then the table;
     #   LAUNCHER=slurm: one job array per grid through slurm.py (one unit of setting x seed per
