@@ -18,8 +18,8 @@
 # the recorded pilots were stopped earlier); then INCV's first iteration in the table1-8px
 # regime with augmentation, sym 0.8 and 0.5.
 #
-# Each part but table1-8px (about 6 hours) is sized for at most ~3 hours on 2 CPU cores (see docs/results-cifar10-cpu.md for
-# the measured seconds per epoch and the expected wall time of each part).
+# Each part but table1-8px (about 6.5 hours) is sized for at most ~3 hours on 2 CPU cores (see
+# docs/results-cifar10-cpu.md for the measured seconds per epoch and the wall time of each part).
 # Re-running continues where it stopped: noisy_cv.py skips finished points (--skip_existing),
 # incv_train.py also continues an unfinished run from its last epoch / INCV iteration
 # (--resume). Results go to $OUT (default results/cifar10-cpu); then

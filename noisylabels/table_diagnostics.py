@@ -50,7 +50,7 @@ def table_diagnostics(runs):
             t._put(row, "lowest_val_loss_accuracy", [b.get("test_accuracy") for b in best], 100.0)
         elif method == "d2l":
             turning = [x.get("d2l_turning_epoch") for x in s]
-            row["turned"] = sum(t is not None for t in turning)
+            row["turned"] = sum(e is not None for e in turning)
             t._put(row, "turning_epoch", turning)
             t._put(row, "final_alpha", [x.get("d2l_final_alpha") for x in s])
         elif method == "mentornet":
